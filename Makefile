@@ -1,0 +1,53 @@
+# The two commands the README promises: `make run` (the DAG once, end to end) and `make test` (every test).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+# No telemetry from any tool, ever, in runs started from here.
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export RUNTIME__DLTHUB_TELEMETRY := false
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export DO_NOT_TRACK := 1
+export PROVIDERS__ENABLE_AIRFLOW_SECRETS := false
+
+.PHONY: setup run test lint format lock psql db-stop clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip check
+	touch $@
+
+setup: $(VENV)/.installed  ## virtualenv with the pinned lock
+
+run: setup  ## run the spotify_elt DAG once (embedded Postgres and demo data unless configured)
+	$(BIN)/python -m pipelines airflow-run
+
+test: setup  ## every test, against a real PostgreSQL
+	$(BIN)/python -m pytest
+
+lint: setup  ## ruff on Python
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+lock:  ## re-resolve requirements.in into requirements.txt in a throwaway venv
+	rm -rf /tmp/spotify-lock && $(PYTHON) -m venv /tmp/spotify-lock
+	/tmp/spotify-lock/bin/pip install --quiet --upgrade pip==25.3
+	/tmp/spotify-lock/bin/pip install --quiet -r requirements.in
+	/tmp/spotify-lock/bin/pip check
+	( echo "# Resolved lock of requirements.in for Python 3.11 (make lock). Install with: pip install -r requirements.txt"; \
+	  /tmp/spotify-lock/bin/pip freeze ) > requirements.txt
+
+psql: setup  ## open psql on the pipeline's database
+	psql "$$($(BIN)/python -m pipelines db url)"
+
+db-stop: setup  ## stop the embedded PostgreSQL
+	$(BIN)/python -m pipelines db stop
+
+clean:  ## remove local state (keeps .dlt/secrets.toml)
+	rm -rf .airflow dbt_project/target dbt_project/logs

@@ -1,0 +1,1 @@
+"""Own your Spotify listening history: extract and load with dlt, transform with dbt, orchestrate with Airflow."""

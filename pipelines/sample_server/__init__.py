@@ -1,0 +1,30 @@
+"""A Spotify-compatible server on loopback, and sample data, for tests and the demo (no internet needed)."""
+
+from pipelines.sample_server.catalog import (
+    album_context,
+    artist_context,
+    make_album,
+    make_artist,
+    make_context,
+    make_local_track,
+    make_track,
+    spotify_id,
+)
+from pipelines.sample_server.demo_data import demo_history, edge_case_tracks
+from pipelines.sample_server.recording import RecordedRequest
+from pipelines.sample_server.server import SampleSpotifyServer
+
+__all__ = [
+    "RecordedRequest",
+    "SampleSpotifyServer",
+    "album_context",
+    "artist_context",
+    "demo_history",
+    "edge_case_tracks",
+    "make_album",
+    "make_artist",
+    "make_context",
+    "make_local_track",
+    "make_track",
+    "spotify_id",
+]

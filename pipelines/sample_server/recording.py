@@ -1,0 +1,131 @@
+"""What the sample server remembers and replays: received requests, and scripted faulty responses.
+
+Also the small response type the server builds, with Spotify's JSON error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+JSON_TYPE = "application/json; charset=utf-8"
+# Request fields that carry credentials; RecordedRequest hides them when printed.
+_SECRET_HEADERS = frozenset({"authorization"})
+_SECRET_FIELDS = frozenset({"client_secret", "refresh_token", "code", "code_verifier", "access_token"})
+
+
+@dataclass
+class Response:
+    """An HTTP response before it is written."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    """A JSON response; Spotify sends UTF-8 text, not \\u escapes."""
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    return Response(status, body, {"Content-Type": JSON_TYPE, **(headers or {})})
+
+
+def api_error(status: int, message: str) -> Response:
+    """The Web API's error body: `{"error": {"status": ..., "message": ...}}`."""
+    return json_response(status, {"error": {"status": status, "message": message}})
+
+
+@dataclass(frozen=True, repr=False)
+class RecordedRequest:
+    """One request as the server received it (query and form values: first occurrence of each name).
+
+    `received_at` is `time.monotonic()` on arrival, for asserting waits between requests.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    form: dict[str, str]
+    received_at: float = field(default_factory=time.monotonic)
+
+    def header(self, name: str) -> str | None:
+        """A header value looked up case-insensitively, as HTTP intends."""
+        wanted = name.lower()
+        return next((value for key, value in self.headers.items() if key.lower() == wanted), None)
+
+    def __repr__(self) -> str:
+        # Test failures print these; credentials must not end up in the output.
+        headers = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        form = {k: ("<redacted>" if k in _SECRET_FIELDS else v) for k, v in self.form.items()}
+        query = {k: ("<redacted>" if k in _SECRET_FIELDS else v) for k, v in self.query.items()}
+        return (
+            f"RecordedRequest(method={self.method!r}, path={self.path!r}, query={query!r}, "
+            f"headers={headers!r}, form={form!r}, received_at={self.received_at!r})"
+        )
+
+
+@dataclass
+class _Fault:
+    path: str
+    response: Response
+    remaining: int
+
+
+def _default_fault_response(path: str, status: int, body: str | bytes | dict | None) -> Response:
+    if isinstance(body, dict):
+        return json_response(status, body)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if isinstance(body, bytes):
+        return Response(status, body, {"Content-Type": "text/plain; charset=utf-8"})
+    if status < 400:
+        return Response(status)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    if path.startswith("/v1"):
+        return api_error(status, reason)
+    return json_response(status, {"error": "server_error", "error_description": reason})
+
+
+class FaultQueue:
+    """Scripted responses, each used for the next `times` requests whose path starts with its prefix."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+
+    def add(
+        self,
+        path: str,
+        status: int,
+        body: str | bytes | dict | None,
+        headers: Mapping[str, Any] | None,
+        times: int,
+    ) -> None:
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        response = _default_fault_response(path, status, body)
+        extra = {name: str(value) for name, value in (headers or {}).items()}
+        overridden = {name.lower() for name in extra}
+        response.headers = {k: v for k, v in response.headers.items() if k.lower() not in overridden} | extra
+        with self._lock:
+            self._faults.append(_Fault(path, response, times))
+
+    def take(self, path: str) -> Response | None:
+        """The response of the oldest fault matching `path` (using it up once), if any."""
+        with self._lock:
+            for fault in self._faults:
+                if path.startswith(fault.path):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    response = fault.response
+                    return Response(response.status, response.body, dict(response.headers))
+        return None

@@ -1,0 +1,345 @@
+"""A Spotify-compatible HTTP server on loopback for tests and the demo.
+
+It serves the accounts endpoints (`/authorize`, `/api/token`) and the Web API endpoints the
+pipeline uses (`/v1/me`, `/v1/me/player/recently-played`) with Spotify's documented semantics,
+records every request, and can be scripted to fail (rate limits, outages, malformed bodies,
+expired or rotated tokens). Standard library only; it runs in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from pipelines.sample_server.accounts import Accounts, ApiAuthError, OAuthError
+from pipelines.sample_server.history import InvalidQuery, PlayHistory, parse_page_query
+from pipelines.sample_server.recording import FaultQueue, RecordedRequest, Response, api_error, json_response
+from pipelines.spotify.settings import AUTHORIZE_PATH, SCOPE, TOKEN_PATH
+
+logger = logging.getLogger(__name__)
+
+RECENTLY_PLAYED_PATH = "/v1/me/player/recently-played"
+ME_PATH = "/v1/me"
+
+
+def _first_values(raw: str) -> dict[str, str]:
+    return {name: values[0] for name, values in parse_qs(raw, keep_blank_values=True).items()}
+
+
+class SampleSpotifyServer:
+    """Spotify's accounts service and Web API for one app and one user, served on loopback.
+
+    Use as a context manager, or call start() and stop(). Point the pipeline at `api_url`
+    (SPOTIFY_API_URL) and `accounts_url` (SPOTIFY_ACCOUNTS_URL).
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        user_id: str = "demo-user",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.user_id = user_id
+        self._host = host
+        self._port = port
+        self._accounts = Accounts(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token)
+        self._history = PlayHistory()
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults = FaultQueue()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> SampleSpotifyServer:
+        """Bind the port and serve in a daemon thread; returns self for chaining."""
+        if self._httpd is not None:
+            raise RuntimeError("the sample server is already running")
+        httpd = _HTTPServer((self._host, self._port), _Handler)
+        httpd.app = self
+        self._httpd = httpd
+        # A short poll interval keeps stop() fast in tests.
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="sample-spotify-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SampleSpotifyServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`, available once started."""
+        if self._httpd is None:
+            raise RuntimeError("the sample server is not running: call start() first")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base, for SPOTIFY_API_URL."""
+        return self.base_url + "/v1"
+
+    @property
+    def accounts_url(self) -> str:
+        """The accounts service base, for SPOTIFY_ACCOUNTS_URL (token endpoint: + "/api/token")."""
+        return self.base_url
+
+    # --- plays --------------------------------------------------------------------------------
+
+    def add_play(self, track: dict[str, Any], played_at: datetime, context: dict[str, Any] | None = None) -> dict:
+        """Record a play (timezone-aware `played_at`, kept to the millisecond); returns the API item."""
+        return self._history.add(track, played_at, context)
+
+    def add_plays(self, items: Iterable[tuple[dict[str, Any], datetime, dict[str, Any] | None]]) -> None:
+        """Record many plays, e.g. `catalog.demo_history(now)`."""
+        for track, played_at, context in items:
+            self._history.add(track, played_at, context)
+
+    @property
+    def plays(self) -> list[dict[str, Any]]:
+        """Every play ever added, newest first, including those the API no longer shows."""
+        return self._history.all_newest_first()
+
+    # --- requests and faults ------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests (e.g. after a setup phase)."""
+        with self._lock:
+            self._requests.clear()
+
+    def enqueue_fault(
+        self,
+        path: str,
+        status: int,
+        *,
+        body: str | bytes | dict | None = None,
+        headers: Mapping[str, Any] | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next `times` requests whose path starts with `path` with this response instead.
+
+        A dict body is sent as JSON; str and bytes as text/plain unless `headers` set a
+        Content-Type. With no body, an error status gets Spotify's error JSON for it.
+        Faults queue up in order: the oldest unused one matching a request applies.
+        """
+        self._faults.add(path, status, body, headers, times)
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    @property
+    def current_refresh_token(self) -> str:
+        """The refresh token that works right now."""
+        return self._accounts.current_refresh_token
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far now answers 401 "The access token expired"."""
+        self._accounts.expire_access_tokens()
+
+    def rotate_refresh_token(self, new_token: str) -> None:
+        """The next successful refresh returns `new_token`; from then on the old one is invalid_grant."""
+        self._accounts.rotate_refresh_token(new_token)
+
+    def revoke_refresh_token(self) -> None:
+        """Refreshing now fails with invalid_grant (until the user authorizes the app again)."""
+        self._accounts.revoke_refresh_token()
+
+    def issue_access_token(self, scope: str = SCOPE) -> str:
+        """A valid access token, for tests of API calls that want to skip the token endpoint."""
+        return self._accounts.issue_access_token(scope)
+
+    # --- request handling (called from handler threads) -------------------------------------
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _dispatch(self, request: RecordedRequest, raw_query: str) -> Response:
+        fault = self._faults.take(request.path)
+        if fault is not None:
+            return fault
+        if request.path == AUTHORIZE_PATH:
+            return self._authorize(request) if request.method == "GET" else api_error(405, "Method not allowed")
+        if request.path == TOKEN_PATH:
+            if request.method != "POST":
+                return json_response(405, {"error": "invalid_request", "error_description": "Method not allowed"})
+            return self._token(request)
+        if request.path in (ME_PATH, RECENTLY_PLAYED_PATH):
+            if request.method != "GET":
+                return api_error(405, "Method not allowed")
+            try:
+                scope = "user-read-recently-played" if request.path == RECENTLY_PLAYED_PATH else None
+                self._accounts.check_bearer(request.header("Authorization"), scope)
+            except ApiAuthError as exc:
+                return self._auth_failure(exc)
+            if request.path == ME_PATH:
+                return json_response(200, self._me())
+            return self._recently_played(request, raw_query)
+        return api_error(404, "Service not found")
+
+    def _authorize(self, request: RecordedRequest) -> Response:
+        result = self._accounts.authorize(request.query)
+        if result.location is not None:
+            return Response(302, b"", {"Location": result.location})
+        page = f"<!doctype html><title>Error</title><h1>{result.error_page}</h1>".encode()
+        return Response(400, page, {"Content-Type": "text/html; charset=utf-8"})
+
+    def _token(self, request: RecordedRequest) -> Response:
+        try:
+            payload = self._accounts.token(request.header("Authorization"), request.form)
+        except OAuthError as exc:
+            return json_response(exc.status, exc.body())
+        return json_response(200, payload, {"Cache-Control": "no-store"})
+
+    @staticmethod
+    def _auth_failure(exc: ApiAuthError) -> Response:
+        response = api_error(exc.status, exc.message)
+        if exc.status == 401:
+            challenge = f'Bearer realm="spotify", error="invalid_token", error_description="{exc.message}"'
+            response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    def _me(self) -> dict[str, Any]:
+        return {
+            "display_name": self.user_id.replace("-", " ").title(),
+            "external_urls": {"spotify": f"https://open.spotify.com/user/{self.user_id}"},
+            "followers": {"href": None, "total": 0},
+            "href": f"{self.api_url}/users/{self.user_id}",
+            "id": self.user_id,
+            "images": [],
+            "type": "user",
+            "uri": f"spotify:user:{self.user_id}",
+        }
+
+    def _recently_played(self, request: RecordedRequest, raw_query: str) -> Response:
+        try:
+            page_request = parse_page_query(request.query)
+        except InvalidQuery as exc:
+            return api_error(400, str(exc))
+        page = self._history.page(page_request)
+        endpoint = self.base_url + RECENTLY_PLAYED_PATH
+        next_url = None
+        if page.next_cursor is not None:
+            cursor_name, cursor_ms = page.next_cursor
+            next_url = f"{endpoint}?{urlencode({cursor_name: cursor_ms, 'limit': page_request.limit})}"
+        cursors = None
+        if page.items:
+            cursors = {"after": str(page.newest_ms), "before": str(page.oldest_ms)}
+        return json_response(
+            200,
+            {
+                "items": page.items,
+                "next": next_url,
+                "cursors": cursors,
+                "limit": page_request.limit,
+                "href": f"{endpoint}?{raw_query}" if raw_query else endpoint,
+            },
+        )
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    app: SampleSpotifyServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-request are routine in retry tests; stay quiet (and print no request data).
+        logger.debug("sample server connection error from %s", client_address[0])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+
+    server_version = "SampleSpotify/1.0"
+    sys_version = ""
+
+    def do_GET(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+        self._handle()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle()
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle()
+
+    def _handle(self) -> None:
+        received_at = time.monotonic()
+        app = self.server.app
+        parts = urlsplit(self.path)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self._write(api_error(400, "Malformed request"))
+            return
+        body = self.rfile.read(length) if length > 0 else b""
+        form: dict[str, str] = {}
+        if self.headers.get_content_type() == "application/x-www-form-urlencoded":
+            form = _first_values(body.decode("utf-8", errors="replace"))
+        request = RecordedRequest(
+            method=self.command,
+            path=parts.path,
+            query=_first_values(parts.query),
+            headers=dict(self.headers.items()),
+            form=form,
+            received_at=received_at,
+        )
+        app._record(request)
+        try:
+            response = app._dispatch(request, parts.query)
+        except Exception as exc:  # a bug here must not kill the thread silently or leak request data
+            logger.error("sample server failed on %s %s: %s", self.command, parts.path, type(exc).__name__)
+            response = api_error(500, "Internal server error")
+        self._write(response)
+        logger.debug("%s %s -> %d", self.command, parts.path, response.status)
+
+    def _write(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        if response.body and self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The default line includes the query string, which can carry codes and tokens.
+        pass
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature fixed by the base class
+        pass
