@@ -1,0 +1,48 @@
+with
+
+plays as (
+
+    select * from {{ ref('plays') }}
+
+),
+
+tracks as (
+
+    select * from {{ ref('tracks') }}
+
+),
+
+artists as (
+
+    select * from {{ ref('artists') }}
+
+),
+
+albums as (
+
+    select * from {{ ref('albums') }}
+
+),
+
+final as (
+
+    select
+        plays.played_at,
+        plays.user_id,
+        plays.track_id,
+        tracks.track_name,
+        tracks.duration_ms,
+        artists.artist_name,
+        plays.album_id,
+        albums.album_name,
+        plays.context_type
+
+    from plays
+    -- left joins: a play must never vanish from the history because a dimension lags behind
+    left join tracks on plays.track_id = tracks.track_id
+    left join artists on plays.primary_artist_id = artists.artist_id
+    left join albums on plays.album_id = albums.album_id
+
+)
+
+select * from final
