@@ -1,0 +1,238 @@
+"""HTTP client for the Spotify Web API: token refresh, retries and the recently-played cursor pages.
+
+Kept free of dlt so it can be read, tested and reused on its own. Tokens never enter log lines or errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from pipelines.errors import PipelineError
+from pipelines.spotify import settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = {500, 502, 503, 504}
+
+
+class SpotifyApiError(PipelineError):
+    """Spotify answered with something the pipeline cannot use, even after retries."""
+
+
+class SpotifyAuthError(PipelineError):
+    """The app credentials or the refresh token were rejected: the user has to re-authorise."""
+
+
+def to_unix_ms(moment: datetime) -> int:
+    """Spotify's cursors are unix milliseconds; integer arithmetic avoids float rounding."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000
+
+
+def parse_played_at(value: str) -> datetime:
+    """Spotify's `played_at` ("2026-11-27T05:12:30.123Z") as an aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class SpotifyClient:
+    """A minimal, defensive client for the endpoints this pipeline reads.
+
+    Args:
+        client_id: The Spotify app's client id.
+        client_secret: The Spotify app's client secret.
+        refresh_token: The user's refresh token from `python -m pipelines auth`.
+        api_url: Web API base, e.g. https://api.spotify.com/v1.
+        accounts_url: Accounts service base; the token endpoint is `/api/token` below it.
+        on_refresh_token_rotated: Called with the new refresh token when Spotify issues one, so it can be
+            persisted; the old one stops working.
+        sleep: Injected so retry waits stay real but bounded.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        api_url: str = settings.DEFAULT_API_URL,
+        accounts_url: str = settings.DEFAULT_ACCOUNTS_URL,
+        on_refresh_token_rotated: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff_base_seconds: float = settings.BACKOFF_BASE_SECONDS,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._refresh_token = refresh_token
+        self.api_url = api_url.rstrip("/")
+        self.accounts_url = accounts_url.rstrip("/")
+        self._on_rotated = on_refresh_token_rotated
+        self._sleep = sleep
+        self._backoff_base = backoff_base_seconds
+        self._access_token: str | None = None
+        self._session = requests.Session()
+        self.requests_made = 0
+
+    def __repr__(self) -> str:
+        return f"SpotifyClient(api_url={self.api_url!r}, accounts_url={self.accounts_url!r})"
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    def refresh_access_token(self) -> None:
+        """Trade the refresh token for a fresh access token (grant_type=refresh_token, Basic client auth)."""
+        basic = base64.b64encode(f"{self._client_id}:{self._client_secret}".encode()).decode()
+        response = self._send(
+            "POST",
+            self.accounts_url + settings.TOKEN_PATH,
+            what="token refresh",
+            headers={"Authorization": f"Basic {basic}"},
+            data={"grant_type": "refresh_token", "refresh_token": self._refresh_token},
+        )
+        body = _json_or_none(response)
+        if response.status_code != 200:
+            error = (body or {}).get("error", f"HTTP {response.status_code}") if isinstance(body, dict) else "?"
+            if error in {"invalid_grant", "invalid_client"}:
+                what = "refresh token" if error == "invalid_grant" else "client id/secret"
+                raise SpotifyAuthError(
+                    f"Spotify rejected the {what} ({error}). Check SPOTIFY_CLIENT_ID/SPOTIFY_CLIENT_SECRET and "
+                    "run `python -m pipelines auth` again to authorise."
+                )
+            raise SpotifyApiError(f"token refresh failed: {error} (HTTP {response.status_code})")
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise SpotifyApiError("token refresh answered without an access_token")
+        self._access_token = body["access_token"]
+        rotated = body.get("refresh_token")
+        if rotated and rotated != self._refresh_token:
+            self._refresh_token = rotated
+            log.info("Spotify issued a new refresh token; persisting it")
+            if self._on_rotated is not None:
+                self._on_rotated(rotated)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET a Web API URL (absolute, or a path below api_url) and return its JSON object.
+
+        A 401 refreshes the access token once and retries; 429/5xx/timeouts are retried by `_send`.
+        """
+        if not url.startswith("http"):
+            url = self.api_url + url
+        if self._access_token is None:
+            self.refresh_access_token()
+        refreshed = False
+        while True:
+            response = self._send(
+                "GET",
+                url,
+                what=_path_of(url),
+                params=params,
+                headers={"Authorization": f"Bearer {self._access_token}"},
+            )
+            if response.status_code == 401 and not refreshed:
+                log.info("access token expired; refreshing once")
+                self.refresh_access_token()
+                refreshed = True
+                continue
+            if response.status_code != 200:
+                raise SpotifyApiError(
+                    f"GET {_path_of(url)} failed: HTTP {response.status_code} {_error_message(response)}"
+                )
+            body = _json_or_none(response)
+            if not isinstance(body, dict):
+                raise SpotifyApiError(f"GET {_path_of(url)} answered with something that is not a JSON object")
+            return body
+
+    def _send(self, method: str, url: str, *, what: str, **kwargs: Any) -> requests.Response:
+        """Send with bounded retries: honour 429 Retry-After, back off on 5xx, timeouts and resets."""
+        for attempt in range(1, settings.MAX_ATTEMPTS + 1):
+            last = attempt == settings.MAX_ATTEMPTS
+            try:
+                self.requests_made += 1
+                response = self._session.request(method, url, timeout=settings.REQUEST_TIMEOUT_SECONDS, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last:
+                    raise SpotifyApiError(f"{what}: {type(exc).__name__} after {attempt} attempts") from None
+                self._wait(attempt, f"{what}: {type(exc).__name__}")
+                continue
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if wait > settings.MAX_RETRY_AFTER_SECONDS or last:
+                    raise SpotifyApiError(
+                        f"{what}: rate limited by Spotify (Retry-After {wait:.0f}s); the next run will catch up"
+                    )
+                log.warning("%s: rate limited, waiting %.1fs as Retry-After asks", what, wait)
+                self._sleep(wait)
+                continue
+            if response.status_code in RETRYABLE_STATUS and not last:
+                self._wait(attempt, f"{what}: HTTP {response.status_code}")
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, reason: str) -> None:
+        delay = min(settings.BACKOFF_MAX_SECONDS, self._backoff_base * 2 ** (attempt - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter, so many workers do not retry in lockstep
+        log.warning("%s; retry %d/%d in %.1fs", reason, attempt, settings.MAX_ATTEMPTS - 1, delay)
+        self._sleep(delay)
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def current_user_id(self) -> str:
+        """The Spotify user id of the token's owner (`GET /me`)."""
+        user_id = self.get("/me").get("id")
+        if not user_id:
+            raise SpotifyApiError("GET /me answered without a user id")
+        return str(user_id)
+
+    def recently_played_pages(self, after: datetime | None) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of play items newer than `after` (all visible plays when None), following `next`.
+
+        Spotify only ever shows the 50 most recent plays, whatever the cursor.
+        """
+        params: dict[str, Any] | None = {"limit": settings.PAGE_LIMIT}
+        if after is not None:
+            params["after"] = to_unix_ms(after)
+        url: str | None = "/me/player/recently-played"
+        while url:
+            body = self.get(url, params)
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise SpotifyApiError("GET /me/player/recently-played answered without an 'items' list")
+            if items:
+                yield items
+            url, params = body.get("next"), None  # `next` already carries limit and cursor
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _error_message(response: requests.Response) -> str:
+    body = _json_or_none(response)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message", ""))
+    return ""
+
+
+def _retry_after(response: requests.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "1")))
+    except ValueError:
+        return 1.0
+
+
+def _path_of(url: str) -> str:
+    # Query strings are dropped from messages: they carry cursors, never needed to diagnose.
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
