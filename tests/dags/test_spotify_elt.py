@@ -1,0 +1,86 @@
+"""The DAG: imports cleanly, is wired load -> dbt, and a full run succeeds against real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from pipelines import paths, transform
+from pipelines.database import DatabaseUrl
+from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
+from tests.conftest import SPOTIFY_CLIENT_SECRET, query
+
+LOAD_TASK = "load_recently_played"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> None:
+    # `dbt parse` never connects, so a placeholder database is enough to render the profile.
+    transform.parse(DatabaseUrl("parse", "unused", "127.0.0.1", 5432, "parse"))
+
+
+@pytest.fixture(scope="module")
+def dagbag(manifest, airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(paths.DAGS_DIR))
+
+
+def test_dag_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == [DAG_ID]
+
+
+def test_dag_runs_one_at_a_time_hourly_without_catchup_and_retries(dagbag):
+    dag = dagbag.dags[DAG_ID]
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.schedule == "@hourly"
+    assert dag.tags and dag.doc_md
+    assert all(task.retries >= 1 for task in dag.tasks)
+
+
+def test_load_runs_before_every_dbt_task(dagbag):
+    dag = dagbag.dags[DAG_ID]
+    dbt_tasks = [task for task in dag.tasks if task.task_id != LOAD_TASK]
+    assert {task.task_id.split(".")[0] for task in dbt_tasks} == {"transform"}
+    assert dag.get_task(LOAD_TASK).upstream_task_ids == set()
+    for task in dbt_tasks:
+        assert LOAD_TASK in task.get_flat_relative_ids(upstream=True)
+
+
+def test_dbt_tasks_cover_the_source_and_every_mart_with_tests(dagbag):
+    task_ids = set(dagbag.dags[DAG_ID].task_ids)
+    expected_models = ["plays", "tracks", "artists", "albums", "track_artists", "listening_history"]
+    for model in expected_models:
+        assert f"transform.{model}.run" in task_ids
+        assert f"transform.{model}.test" in task_ids
+    # The source node is rendered, so its freshness and tests run in Airflow too.
+    assert any("recently_played" in task_id and "source" in task_id for task_id in task_ids)
+
+
+def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spotify_server, monkeypatch, tmp_path):
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+
+    from pipelines.sample_server import demo_history
+
+    plays = demo_history(datetime.now(UTC), count=40)
+    spotify_server.add_plays(plays)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}", str(database_url))
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "test-client-id")
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", SPOTIFY_CLIENT_SECRET)
+    monkeypatch.setenv("SPOTIFY_REFRESH_TOKEN", spotify_server.current_refresh_token)
+    monkeypatch.setenv("SPOTIFY_API_URL", spotify_server.api_url)
+    monkeypatch.setenv("SPOTIFY_ACCOUNTS_URL", spotify_server.accounts_url)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+
+    # dag.test() runs the serialized DAG, so register the bundle and serialize the DAG first.
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(dagbag, "dags-folder", None)
+    run = dagbag.dags[DAG_ID].test()
+
+    assert run.state == "success"
+    assert query(database_url, "select count(*) from analytics.listening_history") == [(40,)]
+    assert query(database_url, "select count(*) from analytics.plays") == [(40,)]
