@@ -44,7 +44,7 @@ lock:  ## re-resolve requirements.in into requirements.txt in a throwaway venv
 	  /tmp/spotify-lock/bin/pip freeze ) > requirements.txt
 
 psql: setup  ## open psql on the pipeline's database
-	psql "$$($(BIN)/python -m pipelines db url)"
+	$(BIN)/python -m pipelines db psql
 
 db-stop: setup  ## stop the embedded PostgreSQL
 	$(BIN)/python -m pipelines db stop

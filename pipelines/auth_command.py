@@ -40,10 +40,9 @@ def run_auth(*, redirect_uri: str | None, open_browser: bool, timeout_seconds: f
         timeout_seconds=timeout_seconds,
         on_url=lambda url: console.print(f"Open this URL to authorise:\n{url}", soft_wrap=True),
     )
-    write_spotify_secrets(
-        paths.SECRETS_FILE, client_id=client_id, client_secret=client_secret, refresh_token=refresh_token
-    )
-    console.print(f"[bold green]authorised:[/] refresh token saved to {paths.SECRETS_FILE} (mode 0600, git-ignored).")
+    secrets_file = paths.secrets_file()
+    write_spotify_secrets(secrets_file, client_id=client_id, client_secret=client_secret, refresh_token=refresh_token)
+    console.print(f"[bold green]authorised:[/] refresh token saved to {secrets_file} (mode 0600, git-ignored).")
     console.print(
         "The CLI and `make run` read it from there. For an Airflow deployment, give the workers the same values "
         "as environment variables SPOTIFY_CLIENT_ID, SPOTIFY_CLIENT_SECRET and SPOTIFY_REFRESH_TOKEN (from your "

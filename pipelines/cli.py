@@ -168,6 +168,19 @@ def db_url() -> None:
     typer.echo(str(resolve_database()))
 
 
+@db_app.command("psql")
+@_friendly_errors
+def db_psql() -> None:
+    """Open psql on the database (the psql shipped with the embedded server, so none needs installing)."""
+    from pipelines import embedded_postgres
+
+    database = resolve_database()
+    psql = embedded_postgres.psql_executable()
+    # The password travels in the environment, not on the command line where `ps` would show it.
+    os.environ["PGPASSWORD"] = database.password
+    os.execv(psql, [psql, "-h", database.host, "-p", str(database.port), "-U", database.user, database.dbname])  # noqa: S606
+
+
 @db_app.command("stop")
 @_friendly_errors
 def db_stop() -> None:

@@ -20,6 +20,8 @@ from pipelines.database import DatabaseUrl, ensure_role_and_database
 from pipelines.errors import PipelineError
 
 log = logging.getLogger(__name__)
+# pgserver asks platformdirs for an XDG runtime dir at import time; we never use it, so its warning is noise.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 ROLE = "spotify"
 DBNAME = "spotify"
@@ -27,12 +29,14 @@ _SYSTEM_USER = "pgserver"
 
 
 def _binaries() -> Path:
-    with warnings.catch_warnings():
-        # pgserver looks up an XDG runtime dir at import time that we never use.
-        warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
+    from pgserver._commands import POSTGRES_BIN_PATH
 
     return POSTGRES_BIN_PATH
+
+
+def psql_executable() -> str:
+    """The psql client shipped with the server binaries."""
+    return str(_binaries() / "psql")
 
 
 def _run_as() -> str | None:

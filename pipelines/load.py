@@ -74,7 +74,7 @@ def load_recently_played(
     database: DatabaseUrl,
     *,
     pipelines_dir: Path | None = None,
-    secrets_file: Path = paths.SECRETS_FILE,
+    secrets_file: Path | None = None,
     **source_args: Any,
 ) -> dict[str, Any]:
     """Load new plays into `raw.recently_played` and return a JSON-able summary.
@@ -88,7 +88,7 @@ def load_recently_played(
     from pipelines.spotify import spotify_source
 
     args = {**source_args_from_env(), **source_args}
-    args.setdefault("on_refresh_token_rotated", persist_rotated_token(secrets_file))
+    args.setdefault("on_refresh_token_rotated", persist_rotated_token(secrets_file or paths.secrets_file()))
     try:
         source = spotify_source(**args)
     except ConfigFieldMissingException as exc:

@@ -126,7 +126,8 @@ def query(database: DatabaseUrl, statement: str, params: tuple = ()) -> list[tup
     conn = database.connect()
     try:
         with conn.cursor() as cur:
-            cur.execute(statement, params)
+            # No params, no %-formatting: SQL may contain LIKE patterns.
+            cur.execute(statement, params or None)
             rows = cur.fetchall() if cur.description else []
         conn.commit()
         return rows

@@ -19,7 +19,6 @@ import pytest
 from dbt.cli.main import dbtRunner
 from psycopg2.extras import Json
 
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 
