@@ -79,6 +79,15 @@ def _spotify_or_demo(demo: bool) -> Any:
     return demo_mode.sample_spotify()
 
 
+def _load(database: DatabaseUrl, demo: bool) -> dict[str, Any]:
+    from pipelines.load import load_recently_played
+
+    with _spotify_or_demo(demo):
+        summary = load_recently_played(database)
+    console.print(f"loaded {summary['plays_loaded']} plays into raw.recently_played")
+    return summary
+
+
 @app.command()
 @_friendly_errors
 def auth(
@@ -98,12 +107,7 @@ def auth(
 @_friendly_errors
 def load(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample server, not Spotify.")) -> None:
     """Load new plays from Spotify into raw.recently_played."""
-    from pipelines.load import load_recently_played
-
-    database = resolve_database()
-    with _spotify_or_demo(demo):
-        summary = load_recently_played(database)
-    console.print(f"loaded {summary['plays_loaded']} plays into raw.recently_played")
+    _load(resolve_database(), demo)
 
 
 @app.command()
@@ -120,12 +124,9 @@ def transform() -> None:
 def run(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample server, not Spotify.")) -> None:
     """Load, then transform: the whole job without Airflow."""
     from pipelines import transform as dbt
-    from pipelines.load import load_recently_played
 
     database = resolve_database()
-    with _spotify_or_demo(demo):
-        summary = load_recently_played(database)
-    console.print(f"loaded {summary['plays_loaded']} plays into raw.recently_played")
+    _load(database, demo)
     dbt.build(database)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from pipelines import transform
 from pipelines.sample_server import edge_case_tracks, make_context
 from tests.conftest import query
@@ -18,6 +20,15 @@ def serve_edge_cases(server) -> list[dict]:
         context = make_context("playlist", "Late Night") if n == 0 else None
         server.add_play(track, START + timedelta(minutes=5 * n, milliseconds=123), context)
     return list(reversed(server.plays))
+
+
+@pytest.fixture
+def built(load_plays, spotify_server, database_url) -> list[dict]:
+    """The edge cases served, loaded and built; returns the served items, oldest first."""
+    served = serve_edge_cases(spotify_server)
+    load_plays()
+    transform.build(database_url)
+    return served
 
 
 def test_marts_hold_exactly_what_the_api_served(load_plays, spotify_server, database_url):
@@ -52,10 +63,7 @@ def test_marts_hold_exactly_what_the_api_served(load_plays, spotify_server, data
     ]
 
 
-def test_local_files_get_stable_ids_that_join(load_plays, spotify_server, database_url):
-    serve_edge_cases(spotify_server)
-    load_plays()
-    transform.build(database_url)
+def test_local_files_get_stable_ids_that_join(built, database_url):
 
     local = query(
         database_url,
@@ -71,10 +79,7 @@ def test_local_files_get_stable_ids_that_join(load_plays, spotify_server, databa
     assert (artist_name, album_name) == ("Basement Tapes Collective", "Garage Demos Vol. 1")
 
 
-def test_every_credited_artist_is_bridged_in_order(load_plays, spotify_server, database_url):
-    serve_edge_cases(spotify_server)
-    load_plays()
-    transform.build(database_url)
+def test_every_credited_artist_is_bridged_in_order(built, database_url):
 
     credited = query(
         database_url,
@@ -86,10 +91,7 @@ def test_every_credited_artist_is_bridged_in_order(load_plays, spotify_server, d
     assert [row[0] for row in credited] == ["Nova Lane", "DJ Kestrel", "The Quiet Hours"]
 
 
-def test_missing_optional_fields_become_nulls(load_plays, spotify_server, database_url):
-    serve_edge_cases(spotify_server)
-    load_plays()
-    transform.build(database_url)
+def test_missing_optional_fields_become_nulls(built, database_url):
 
     sparse = query(
         database_url,
@@ -104,10 +106,8 @@ def test_missing_optional_fields_become_nulls(load_plays, spotify_server, databa
     ]
 
 
-def test_a_second_hourly_run_adds_only_new_plays(load_plays, spotify_server, database_url):
-    served = serve_edge_cases(spotify_server)
-    load_plays()
-    transform.build(database_url)
+def test_a_second_hourly_run_adds_only_new_plays(built, load_plays, spotify_server, database_url):
+    served = built
     spotify_server.add_play(served[0]["track"], START + timedelta(hours=3))
 
     load_plays()
