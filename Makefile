@@ -10,7 +10,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export DO_NOT_TRACK := 1
 export PROVIDERS__ENABLE_AIRFLOW_SECRETS := false
 
-.PHONY: setup run test lint format lock psql db-stop clean
+.PHONY: setup run test lint format lock psql db-stop clean roles docs bench
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ run: setup  ## run the spotify_elt DAG once (embedded Postgres and demo data unl
 test: setup  ## every test, against a real PostgreSQL
 	$(BIN)/python -m pytest
 
+DOCS_PORT ?= 8580
+docs: setup  ## generate the dbt docs and serve them on http://127.0.0.1:$(DOCS_PORT) until Ctrl-C
+	$(BIN)/python -m pipelines docs --port $(DOCS_PORT)
+
+bench: setup  ## import-history vs a plain COPY of the same 1M plays, memory, dbt ratio (bench/RESULTS.md)
+	$(BIN)/python bench/export_import.py
+
 lint: setup  ## ruff on Python
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,6 +49,9 @@ lock:  ## re-resolve requirements.in into requirements.txt in a throwaway venv
 	/tmp/spotify-lock/bin/pip check
 	( echo "# Resolved lock of requirements.in for Python 3.11 (make lock). Install with: pip install -r requirements.txt"; \
 	  /tmp/spotify-lock/bin/pip freeze ) > requirements.txt
+
+roles: setup  ## least-privilege roles: loader (writes raw, builds analytics) and read-only analyst
+	$(BIN)/python -m pipelines grant-roles
 
 psql: setup  ## open psql on the pipeline's database
 	$(BIN)/python -m pipelines db psql

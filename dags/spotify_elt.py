@@ -5,6 +5,7 @@
    `raw.recently_played` (merged on `user_id, played_at`, so reruns never duplicate).
 2. **transform** is the dbt project rendered by Cosmos: the source's freshness and tests, then every staging
    model and mart in `analytics`, each followed by its tests.
+3. **publish_dbt_docs** runs `dbt docs generate` after a green build; Browse > dbt Docs shows the result.
 
 Spotify only shows the **last 50 plays**: keep the schedule (`SPOTIFY_ELT_SCHEDULE`, hourly by default)
 tighter than the time you take to play 50 tracks, and backfill older history from your Spotify data export.
@@ -15,8 +16,9 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 from cosmos import DbtTaskGroup
+from cosmos.operators.local import DbtDocsLocalOperator
 
-from pipelines import orchestration, settings
+from pipelines import airflow_docs, orchestration, settings
 
 
 @dag(
@@ -43,7 +45,9 @@ def spotify_elt() -> None:
         default_args=orchestration.DBT_DEFAULT_ARGS,
     )
 
-    load_recently_played() >> transform
+    docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())
+
+    load_recently_played() >> transform >> docs
 
 
 spotify_elt()

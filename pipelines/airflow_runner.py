@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines import paths, transform
+from pipelines import airflow_docs, paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.errors import PipelineError
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
@@ -34,6 +34,9 @@ def airflow_env(database: DatabaseUrl, airflow_home: Path = DEFAULT_AIRFLOW_HOME
         "AIRFLOW__CORE__DAGS_FOLDER": str(paths.DAGS_DIR),
         f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}": str(database),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        # Cosmos' dbt-docs plugin shows what the DAG's docs task publishes (Browse > dbt Docs); keep a user's own.
+        airflow_docs.PROJECTS_ENV: os.environ.get(airflow_docs.PROJECTS_ENV)
+        or airflow_docs.projects_setting(airflow_docs.default_docs_dir(airflow_home)),
     }
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import wraps
 from typing import Any
 
@@ -19,7 +20,7 @@ from rich.logging import RichHandler
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import PipelineError
+from pipelines.errors import ConfigError, PipelineError
 
 app = typer.Typer(
     help="Own your Spotify listening history: load plays into PostgreSQL, model them with dbt, run it on Airflow.",
@@ -34,17 +35,34 @@ console = Console(stderr=True)
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can fix into one red line and exit code 1, never a traceback."""
+    """Turn the errors a user can fix into one red line and exit code 1 (75: busy), never a traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except PipelineError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        except Exception as exc:
+            error = exc if isinstance(exc, PipelineError) else _broken_config_file(exc)
+            if error is None:
+                raise
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(getattr(error, "exit_code", 1)) from None
 
     return wrapper
+
+
+def _broken_config_file(exc: Exception) -> ConfigError | None:
+    """dlt's "cannot parse .dlt/secrets.toml" as one line; the parser's text is left out, it may quote a secret."""
+    from dlt.common.configuration.providers.toml import TomlProviderReadException
+
+    if not isinstance(exc, TomlProviderReadException):
+        return None
+    where = re.search(r"line \d+,? col(?:umn)? \d+", str(exc))
+    existing = [path for path in exc.full_paths if os.path.exists(path)] or exc.full_paths
+    return ConfigError(
+        f"{existing[0]} is not valid TOML{f' ({where.group(0)})' if where else ''}: fix it, or delete it and run "
+        "`python -m pipelines auth` again"
+    )
 
 
 @app.callback()
@@ -56,18 +74,30 @@ def _setup(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show deb
     )
     # dlt reads `.dlt/` from the project, whatever the working directory.
     os.environ.setdefault("DLT_PROJECT_DIR", str(paths.PROJECT_ROOT))
+    # dlt logs every retried or failed job with a traceback; the CLI reports failures as one line instead,
+    # and --verbose shows dlt's own logs.
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "DEBUG" if verbose else "CRITICAL")
 
 
 def resolve_database() -> DatabaseUrl:
     """`DATABASE_URL` when set; otherwise the embedded server under `.data/postgres` (started if needed)."""
     configured = DatabaseUrl.from_env()
     if configured is not None:
+        # Fail here, in one line naming DATABASE_URL, rather than deep inside dlt, dbt or Airflow.
+        configured.connect().close()
         return configured
     from pipelines import embedded_postgres
 
     database = embedded_postgres.ensure_database(paths.DATA_DIR / "postgres")
     console.print(f"DATABASE_URL is not set: using the embedded PostgreSQL at {database.redacted()}")
     return database
+
+
+def _exclusive(database: DatabaseUrl, command: str) -> AbstractContextManager[None]:
+    """The pipeline lock: a second writing command (load, run, transform...) on this database exits with 75."""
+    from pipelines.locking import pipeline_lock
+
+    return pipeline_lock(database, command)
 
 
 def _spotify_or_demo(demo: bool) -> Any:
@@ -85,6 +115,8 @@ def _load(database: DatabaseUrl, demo: bool) -> dict[str, Any]:
     with _spotify_or_demo(demo):
         summary = load_recently_played(database)
     console.print(f"loaded {summary['plays_loaded']} plays into raw.recently_played")
+    if summary.get("items_rejected"):
+        console.print(f"[bold yellow]skipped {summary['items_rejected']} unusable items[/] (see the warnings above)")
     return summary
 
 
@@ -107,7 +139,9 @@ def auth(
 @_friendly_errors
 def load(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample server, not Spotify.")) -> None:
     """Load new plays from Spotify into raw.recently_played."""
-    _load(resolve_database(), demo)
+    database = resolve_database()
+    with _exclusive(database, "load"):
+        _load(database, demo)
 
 
 @app.command()
@@ -116,7 +150,9 @@ def transform() -> None:
     """Run `dbt build` (models and tests) and source freshness."""
     from pipelines import transform as dbt
 
-    dbt.build(resolve_database())
+    database = resolve_database()
+    with _exclusive(database, "transform"):
+        dbt.build(database)
 
 
 @app.command()
@@ -126,8 +162,42 @@ def run(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample
     from pipelines import transform as dbt
 
     database = resolve_database()
-    _load(database, demo)
-    dbt.build(database)
+    with _exclusive(database, "run"):
+        _load(database, demo)
+        dbt.build(database)
+
+
+@app.command("import-history")
+@_friendly_errors
+def import_history(
+    paths: list[str] = typer.Argument(  # noqa: B008 (typer's idiom)
+        ..., help="The export's .zip (my_spotify_data.zip), its extracted folder, or streaming-history JSON files."
+    ),
+    user_id: str = typer.Option(
+        None, "--user-id", help="Spotify user the plays belong to (default: the one user in raw.recently_played)."
+    ),
+    include_network_data: bool = typer.Option(
+        False, "--include-network-data", help="Also store IP addresses and user agents (not stored by default)."
+    ),
+    skip_invalid_files: bool = typer.Option(
+        False, "--skip-invalid-files", help="Import the valid files even if some are rejected (default: none)."
+    ),
+) -> None:
+    """Import Spotify's data export (streaming history) into raw: fills gaps and history before the first load."""
+    from pathlib import Path
+
+    from pipelines.export.command import run_import
+
+    database = resolve_database()
+    with _exclusive(database, "import-history"):
+        run_import(
+            database,
+            [Path(path) for path in paths],
+            console=console,
+            user_id=user_id,
+            include_network_data=include_network_data,
+            skip_invalid_files=skip_invalid_files,
+        )
 
 
 @app.command("airflow-run")
@@ -152,6 +222,70 @@ def airflow_run(
     console.print(
         "[bold green]done:[/] the DAG ran green. Query analytics.listening_history, e.g. "
         "`make psql` then `select * from analytics.listening_history order by played_at desc limit 10;`"
+    )
+
+
+@app.command("grant-roles")
+@_friendly_errors
+def grant_roles(
+    admin_url: str = typer.Option(
+        None,
+        envvar="ADMIN_DATABASE_URL",
+        help="A superuser URL of the same server (default: the embedded server's; else DATABASE_URL).",
+    ),
+    loader_role: str = typer.Option("loader", help="Role that writes raw and builds staging and analytics."),
+    analyst_role: str = typer.Option("analyst", help="Read-only role: analytics only."),
+) -> None:
+    """Create least-privilege roles: `loader` and a read-only `analyst` (passwords: LOADER_/ANALYST_PASSWORD)."""
+    from pipelines.roles import run_grant_roles
+
+    database = resolve_database()
+    with _exclusive(database, "grant-roles"):
+        run_grant_roles(
+            database, admin_url=admin_url, loader_role=loader_role, analyst_role=analyst_role, console=console
+        )
+
+
+@app.command()
+@_friendly_errors
+def docs(
+    port: int = typer.Option(8580, help="Port to serve on (0 picks a free one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default keeps the docs on this machine."),
+    generate: bool = typer.Option(
+        True, "--generate/--no-generate", help="Run `dbt docs generate` first (reads the database's catalog)."
+    ),
+) -> None:
+    """Generate the dbt docs (models, columns, tests, lineage) and serve them until Ctrl-C."""
+    from pipelines import docs_site
+
+    if generate:
+        docs_site.generate(resolve_database())
+    docs_site.serve_until_interrupted(
+        docs_site.target_dir(), host, port, announce=lambda url: console.print(f"dbt docs: {url} (Ctrl-C stops)")
+    )
+    console.print("stopped")
+
+
+@app.command()
+@_friendly_errors
+def wrapped(
+    year: int = typer.Option(None, "--year", help="Calendar year to wrap (default: this year)."),
+    start: str = typer.Option(None, "--from", help="First day of a custom period, YYYY-MM-DD (with --to)."),
+    end: str = typer.Option(None, "--to", help="Last day of the custom period, inclusive."),
+    user: str = typer.Option(None, "--user", help="Listener's Spotify user id, when analytics holds several."),
+    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Folder to write (default: wrapped/<period>)."),
+) -> None:
+    """Write your Wrapped: one offline HTML page plus PNG charts, read (only) from the analytics marts."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from pipelines.wrapped import period, write_report
+
+    chosen = period.resolve(year, start, end, today=datetime.now(UTC).date())
+    report = write_report(resolve_database(), chosen, Path(output_dir or Path("wrapped") / chosen.slug), user)
+    console.print(
+        f"[bold green]Wrapped {chosen.label}:[/] {report.data.minutes_listened:,} minutes, "
+        f"{report.data.plays:,} plays. Open {report.html}"
     )
 
 

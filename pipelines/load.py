@@ -8,13 +8,18 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
+import psycopg2
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
+from pipelines.pending_loads import finish_pending_packages
+from pipelines.spotify.settings import DEFAULT_ACCOUNTS_URL, DEFAULT_API_URL, REJECTED_ITEMS_METRIC
+from pipelines.storable_text import StorableStrings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ ENV_TO_SOURCE_ARG = {
     "SPOTIFY_ACCOUNTS_URL": "accounts_url",
 }
 CREDENTIAL_ENV = ("SPOTIFY_CLIENT_ID", "SPOTIFY_CLIENT_SECRET", "SPOTIFY_REFRESH_TOKEN")
+ENV_DEFAULT_URLS = {"SPOTIFY_API_URL": DEFAULT_API_URL, "SPOTIFY_ACCOUNTS_URL": DEFAULT_ACCOUNTS_URL}
 
 
 def source_args_from_env() -> dict[str, str]:
@@ -43,10 +49,12 @@ def default_pipelines_dir(database: DatabaseUrl) -> Path:
     return paths.DATA_DIR / "dlt" / hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
-def make_pipeline(database: DatabaseUrl, pipelines_dir: Path | None = None) -> dlt.Pipeline:
-    """The dlt pipeline writing to `database`, dataset (schema) `raw`."""
+def make_pipeline(
+    database: DatabaseUrl, pipelines_dir: Path | None = None, pipeline_name: str = PIPELINE_NAME
+) -> dlt.Pipeline:
+    """The dlt pipeline writing to `database`, dataset (schema) `raw` (the export import has its own name)."""
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
+        pipeline_name=pipeline_name,
         destination=dlt.destinations.postgres(credentials=str(database)),
         dataset_name=RAW_SCHEMA,
         pipelines_dir=str(pipelines_dir or default_pipelines_dir(database)),
@@ -88,6 +96,7 @@ def load_recently_played(
     from pipelines.spotify import spotify_source
 
     args = {**source_args_from_env(), **source_args}
+    _check_urls(args)
     args.setdefault("on_refresh_token_rotated", persist_rotated_token(secrets_file or paths.secrets_file()))
     try:
         source = spotify_source(**args)
@@ -98,26 +107,130 @@ def load_recently_played(
             "`python -m pipelines auth` to write .dlt/secrets.toml"
         ) from None
 
+    storable = StorableStrings()  # a NUL in one name would otherwise fail every run from then on
+    source.resources["recently_played"].add_map(storable)
     pipeline = make_pipeline(database, pipelines_dir)
+    load_ids: list[str] = []
     try:
+        load_ids += finish_pending_packages(pipeline, database)
         info = pipeline.run(source)
+        info.raise_on_failed_jobs()
     except Exception as exc:  # dlt wraps everything; surface the error the user can act on
-        raise _actionable(exc) from None
-    info.raise_on_failed_jobs()
-    row_counts = pipeline.last_trace.last_normalize_info.row_counts if pipeline.last_trace else {}
-    plays = int(row_counts.get("recently_played", 0))
+        raise _actionable(exc, database) from None
+    load_ids += info.loads_ids
+    plays = _rows_written(database, load_ids)
+    rejected = _custom_metric(pipeline, REJECTED_ITEMS_METRIC)
+    repaired = storable.repaired
     log.info("loaded %d plays into %s.recently_played", plays, RAW_SCHEMA)
-    return {"load_ids": list(info.loads_ids), "plays_loaded": plays, "dataset": RAW_SCHEMA}
+    if rejected:
+        log.warning("skipped %d items Spotify sent without a track or a valid played_at", rejected)
+    if repaired:
+        log.warning("replaced characters PostgreSQL cannot store (NUL, lone surrogates) in %d strings", repaired)
+    return {
+        "load_ids": load_ids,
+        "plays_loaded": plays,
+        "items_rejected": rejected,
+        "strings_repaired": repaired,
+        "gaps": _gaps_recorded(database, load_ids),
+        "dataset": RAW_SCHEMA,
+    }
 
 
-def _actionable(exc: BaseException) -> BaseException:
-    """The innermost PipelineError behind dlt's wrappers, or a one-line PipelineError."""
-    seen: set[int] = set()
+def _check_urls(args: dict[str, Any]) -> None:
+    """A malformed Spotify URL is a setting to fix, not an HTTP error deep inside a run."""
+    for env, arg in (("SPOTIFY_API_URL", "api_url"), ("SPOTIFY_ACCOUNTS_URL", "accounts_url")):
+        value = args.get(arg)
+        if value is None:
+            continue
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{env} must be an http(s) URL such as {ENV_DEFAULT_URLS[env]} (or unset for Spotify's), "
+                f"got {str(value)[:80]!r}"
+            )
+
+
+def _gaps_recorded(database: DatabaseUrl, load_ids: list[str]) -> list[dict[str, str]]:
+    """Gaps (spans whose plays may be lost, see pipelines.spotify) this run recorded in raw.gaps, JSON-able."""
+    if not load_ids:
+        return []
+    conn = database.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (f"{RAW_SCHEMA}.gaps",))
+            if cur.fetchone()[0] is None:
+                return []
+            cur.execute(
+                f"select user_id, gap_from, gap_to from {RAW_SCHEMA}.gaps where _dlt_load_id = any(%s)"  # noqa: S608
+                " order by gap_from",
+                (load_ids,),
+            )
+            return [
+                {"user_id": user, "gap_from": start.isoformat(), "gap_to": end.isoformat()}
+                for user, start, end in cur.fetchall()
+            ]
+    finally:
+        conn.close()
+
+
+def _rows_written(database: DatabaseUrl, load_ids: list[str]) -> int:
+    """Plays this run wrote to raw.recently_played, counted in the table itself (recovered packages too)."""
+    if not load_ids:
+        return 0
+    conn = database.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (f"{RAW_SCHEMA}.recently_played",))
+            if cur.fetchone()[0] is None:
+                return 0
+            cur.execute(
+                f"select count(*) from {RAW_SCHEMA}.recently_played where _dlt_load_id = any(%s)",  # noqa: S608
+                (load_ids,),
+            )
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _custom_metric(pipeline: dlt.Pipeline, name: str) -> int:
+    """A counter the source kept with `dlt.current.resource_metrics()` during this run's extract."""
+    extract = pipeline.last_trace.last_extract_info if pipeline.last_trace else None
+    if extract is None:
+        return 0
+    return sum(
+        int(resource.custom_metrics.get(name, 0))
+        for metrics_list in extract.metrics.values()
+        for metrics in metrics_list
+        for resource in metrics["resource_metrics"].values()
+    )
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it wraps (dlt keeps the cause in `.exception`), outermost first."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
+    return chain
+
+
+def _actionable(exc: BaseException, database: DatabaseUrl) -> PipelineError:
+    """The innermost PipelineError behind dlt's wrappers, or one line naming the real cause."""
+    chain = _exception_chain(exc)
+    for current in chain:
         if isinstance(current, PipelineError):
             return current
-        seen.add(id(current))
-        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return PipelineError(f"load failed: {first_line}")
+    if any(isinstance(current, psycopg2.OperationalError) for current in chain):
+        reason = _first_line(chain[-1])
+        return PipelineError(
+            f"lost the connection to {database.redacted()} ({reason}): is PostgreSQL running and DATABASE_URL "
+            "right? Run again when it is back; the next run finishes what this one left pending"
+        )
+    innermost = chain[-1]
+    return PipelineError(f"load failed: {type(innermost).__name__}: {_first_line(innermost)}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

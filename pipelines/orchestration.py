@@ -94,5 +94,9 @@ def database_from_connection(conn_id: str = POSTGRES_CONN_ID) -> DatabaseUrl:
 def load_task() -> dict[str, Any]:
     """Body of the DAG's load task: build the dlt source here, at run time, never at parse time."""
     from pipelines.load import load_recently_played
+    from pipelines.locking import pipeline_lock
 
-    return load_recently_played(database_from_connection())
+    database = database_from_connection()
+    # The CLI's lock: a `python -m pipelines load` and this task never interleave; the loser fails, Airflow retries.
+    with pipeline_lock(database, "airflow load_recently_played"):
+        return load_recently_played(database)

@@ -104,6 +104,11 @@ class Accounts:
         with self._lock:
             return self._refresh_token
 
+    @property
+    def issued_access_tokens(self) -> list[str]:
+        with self._lock:
+            return list(self._access_tokens)
+
     def expire_access_tokens(self) -> None:
         with self._lock:
             for token in self._access_tokens.values():

@@ -19,13 +19,26 @@ _SECRET_HEADERS = frozenset({"authorization"})
 _SECRET_FIELDS = frozenset({"client_secret", "refresh_token", "code", "code_verifier", "access_token"})
 
 
+# How a response leaves the server: whole, cut off mid-body, or not at all (the TCP connection is reset).
+SEND = "send"
+TRUNCATE = "truncate"
+RESET = "reset"
+
+
 @dataclass
 class Response:
-    """An HTTP response before it is written."""
+    """An HTTP response before it is written.
+
+    `delay` seconds pass before anything is sent (a slow server, or a read timeout for a client that waits
+    less); `action` says how it is sent: SEND, TRUNCATE (headers announce the full body, half arrives, then
+    the connection closes) or RESET (the connection is reset before any byte of the response).
+    """
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    action: str = SEND
 
 
 def json_response(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -108,13 +121,18 @@ class FaultQueue:
         body: str | bytes | dict | None,
         headers: Mapping[str, Any] | None,
         times: int,
+        delay: float = 0.0,
+        action: str = SEND,
     ) -> None:
         if times < 1:
             raise ValueError("times must be at least 1")
+        if action not in (SEND, TRUNCATE, RESET):
+            raise ValueError(f"action must be {SEND!r}, {TRUNCATE!r} or {RESET!r}, got {action!r}")
         response = _default_fault_response(path, status, body)
         extra = {name: str(value) for name, value in (headers or {}).items()}
         overridden = {name.lower() for name in extra}
         response.headers = {k: v for k, v in response.headers.items() if k.lower() not in overridden} | extra
+        response.delay, response.action = delay, action
         with self._lock:
             self._faults.append(_Fault(path, response, times))
 
@@ -127,5 +145,7 @@ class FaultQueue:
                     if fault.remaining == 0:
                         self._faults.remove(fault)
                     response = fault.response
-                    return Response(response.status, response.body, dict(response.headers))
+                    return Response(
+                        response.status, response.body, dict(response.headers), response.delay, response.action
+                    )
         return None

@@ -9,9 +9,12 @@ expired or rotated tokens). Standard library only; it runs in a daemon thread.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -20,7 +23,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pipelines.sample_server.accounts import Accounts, ApiAuthError, OAuthError
 from pipelines.sample_server.history import InvalidQuery, PlayHistory, parse_page_query
-from pipelines.sample_server.recording import FaultQueue, RecordedRequest, Response, api_error, json_response
+from pipelines.sample_server.recording import (
+    RESET,
+    SEND,
+    TRUNCATE,
+    FaultQueue,
+    RecordedRequest,
+    Response,
+    api_error,
+    json_response,
+)
 from pipelines.spotify.settings import AUTHORIZE_PATH, SCOPE, TOKEN_PATH
 
 logger = logging.getLogger(__name__)
@@ -29,8 +41,47 @@ RECENTLY_PLAYED_PATH = "/v1/me/player/recently-played"
 ME_PATH = "/v1/me"
 
 
+# A held request gives up waiting after this long, so a forgotten hold cannot hang a test run.
+HOLD_LIMIT_SECONDS = 120.0
+
+
 def _first_values(raw: str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(raw, keep_blank_values=True).items()}
+
+
+class RequestHold:
+    """Requests whose path starts with `path` wait before being answered, until `release()`.
+
+    Lets a test act at a known moment of a client's run: while the response is "in flight" (kill the
+    client, stop its database, expire its token), then let the server answer normally.
+    """
+
+    def __init__(self, path: str, skip: int = 0) -> None:
+        self.path = path
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._skip = skip
+        self._lock = threading.Lock()
+
+    def wait_for_request(self, timeout: float = 30.0) -> bool:
+        """Block until a request is being held; False if none arrived within `timeout`."""
+        return self.arrived.wait(timeout)
+
+    def release(self) -> None:
+        """Answer the held requests (and any later ones) normally."""
+        self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    def _hold(self) -> None:
+        with self._lock:
+            if self._skip > 0:
+                self._skip -= 1
+                return
+        self.arrived.set()
+        self._released.wait(HOLD_LIMIT_SECONDS)
 
 
 class SampleSpotifyServer:
@@ -58,6 +109,8 @@ class SampleSpotifyServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults = FaultQueue()
+        self._holds: list[RequestHold] = []
+        self._page_size_cap: int | None = None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -150,14 +203,44 @@ class SampleSpotifyServer:
         body: str | bytes | dict | None = None,
         headers: Mapping[str, Any] | None = None,
         times: int = 1,
+        delay: float = 0.0,
     ) -> None:
         """Answer the next `times` requests whose path starts with `path` with this response instead.
 
         A dict body is sent as JSON; str and bytes as text/plain unless `headers` set a
         Content-Type. With no body, an error status gets Spotify's error JSON for it.
-        Faults queue up in order: the oldest unused one matching a request applies.
+        `delay` seconds pass before the response is sent (a slow server; a read timeout for a client
+        that waits less). Faults queue up in order: the oldest unused one matching a request applies.
         """
-        self._faults.add(path, status, body, headers, times)
+        self._faults.add(path, status, body, headers, times, delay)
+
+    def enqueue_connection_reset(self, path: str, *, times: int = 1) -> None:
+        """Reset the TCP connection of the next `times` matching requests without answering them."""
+        self._faults.add(path, 502, None, None, times, action=RESET)
+
+    def enqueue_truncated_response(self, path: str, *, times: int = 1) -> None:
+        """Answer the next `times` matching requests with a 200 whose body stops halfway (then hang up)."""
+        body = {"items": [], "next": None, "padding": "x" * 2048}
+        self._faults.add(path, 200, body, None, times, action=TRUNCATE)
+
+    def hold_requests(self, path: str, *, skip: int = 0) -> RequestHold:
+        """Make requests to `path` wait until the returned hold is released (see RequestHold).
+
+        The first `skip` matching requests pass unheld, e.g. to stop a client at its third page.
+        """
+        hold = RequestHold(path, skip)
+        with self._lock:
+            self._holds.append(hold)
+        return hold
+
+    def limit_page_size(self, cap: int | None) -> None:
+        """Serve at most `cap` plays per page whatever `limit` asks (None: no cap), so runs span pages.
+
+        Spotify may return fewer items than `limit`; clients must follow `next` until it is null.
+        """
+        if cap is not None and cap < 1:
+            raise ValueError("the page size cap must be at least 1")
+        self._page_size_cap = cap
 
     # --- tokens -------------------------------------------------------------------------------
 
@@ -165,6 +248,11 @@ class SampleSpotifyServer:
     def current_refresh_token(self) -> str:
         """The refresh token that works right now."""
         return self._accounts.current_refresh_token
+
+    @property
+    def issued_access_tokens(self) -> list[str]:
+        """Every access token handed out so far (e.g. to prove none of them leaked into logs)."""
+        return self._accounts.issued_access_tokens
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far now answers 401 "The access token expired"."""
@@ -187,6 +275,13 @@ class SampleSpotifyServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+
+    def _wait_if_held(self, path: str) -> None:
+        with self._lock:
+            self._holds = [hold for hold in self._holds if not hold.released]
+            holds = [hold for hold in self._holds if path.startswith(hold.path)]
+        for hold in holds:
+            hold._hold()
 
     def _dispatch(self, request: RecordedRequest, raw_query: str) -> Response:
         fault = self._faults.take(request.path)
@@ -250,6 +345,8 @@ class SampleSpotifyServer:
             page_request = parse_page_query(request.query)
         except InvalidQuery as exc:
             return api_error(400, str(exc))
+        if self._page_size_cap is not None and page_request.limit > self._page_size_cap:
+            page_request = replace(page_request, limit=self._page_size_cap)
         page = self._history.page(page_request)
         endpoint = self.base_url + RECENTLY_PLAYED_PATH
         next_url = None
@@ -320,6 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
             received_at=received_at,
         )
         app._record(request)
+        app._wait_if_held(parts.path)
         try:
             response = app._dispatch(request, parts.query)
         except Exception as exc:  # a bug here must not kill the thread silently or leak request data
@@ -329,13 +427,29 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s -> %d", self.command, parts.path, response.status)
 
     def _write(self, response: Response) -> None:
+        if response.delay:
+            time.sleep(response.delay)
+        if response.action == RESET:
+            self._reset_connection()
+            return
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        if response.body and self.command != "HEAD":
+        if response.action == TRUNCATE:
+            self.wfile.write(response.body[: len(response.body) // 2])
+            self.wfile.flush()
+            self._reset_connection()
+            return
+        if response.body and self.command != "HEAD" and response.action == SEND:
             self.wfile.write(response.body)
+
+    def _reset_connection(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send a TCP RST: "connection reset by peer".
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         # The default line includes the query string, which can carry codes and tokens.

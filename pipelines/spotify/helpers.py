@@ -56,6 +56,7 @@ class SpotifyClient:
         on_refresh_token_rotated: Called with the new refresh token when Spotify issues one, so it can be
             persisted; the old one stops working.
         sleep: Injected so retry waits stay real but bounded.
+        backoff_base_seconds: First retry wait, doubled per attempt (default settings.BACKOFF_BASE_SECONDS).
     """
 
     def __init__(
@@ -68,7 +69,7 @@ class SpotifyClient:
         accounts_url: str = settings.DEFAULT_ACCOUNTS_URL,
         on_refresh_token_rotated: Callable[[str], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        backoff_base_seconds: float = settings.BACKOFF_BASE_SECONDS,
+        backoff_base_seconds: float | None = None,
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
@@ -77,7 +78,8 @@ class SpotifyClient:
         self.accounts_url = accounts_url.rstrip("/")
         self._on_rotated = on_refresh_token_rotated
         self._sleep = sleep
-        self._backoff_base = backoff_base_seconds
+        # Read at construction, not import, so a deployment (or a test) can tune settings.BACKOFF_BASE_SECONDS.
+        self._backoff_base = settings.BACKOFF_BASE_SECONDS if backoff_base_seconds is None else backoff_base_seconds
         self._access_token: str | None = None
         self._session = requests.Session()
         self.requests_made = 0
@@ -158,7 +160,8 @@ class SpotifyClient:
             try:
                 self.requests_made += 1
                 response = self._session.request(method, url, timeout=settings.REQUEST_TIMEOUT_SECONDS, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            # ChunkedEncodingError: the connection broke mid-body (a truncated response), as transient as a reset.
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 if last:
                     raise SpotifyApiError(f"{what}: {type(exc).__name__} after {attempt} attempts") from None
                 self._wait(attempt, f"{what}: {type(exc).__name__}")

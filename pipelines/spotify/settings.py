@@ -19,3 +19,6 @@ MAX_ATTEMPTS = 6
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 30.0
 MAX_RETRY_AFTER_SECONDS = 120.0
+
+# The source's count of items it had to skip (no track object, no parsable played_at), reported per run.
+REJECTED_ITEMS_METRIC = "rejected_items"

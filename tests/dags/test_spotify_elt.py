@@ -1,17 +1,19 @@
-"""The DAG: imports cleanly, is wired load -> dbt, and a full run succeeds against real PostgreSQL."""
+"""The DAG: imports cleanly, is wired load -> dbt -> docs, and a full run succeeds against real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from pipelines import paths, transform
+from pipelines import airflow_docs, paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 from tests.conftest import SPOTIFY_CLIENT_SECRET, query
 
 LOAD_TASK = "load_recently_played"
+DOCS_TASK = "publish_dbt_docs"
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +45,20 @@ def test_dag_runs_one_at_a_time_hourly_without_catchup_and_retries(dagbag):
 
 def test_load_runs_before_every_dbt_task(dagbag):
     dag = dagbag.dags[DAG_ID]
-    dbt_tasks = [task for task in dag.tasks if task.task_id != LOAD_TASK]
+    dbt_tasks = [task for task in dag.tasks if task.task_id not in (LOAD_TASK, DOCS_TASK)]
     assert {task.task_id.split(".")[0] for task in dbt_tasks} == {"transform"}
     assert dag.get_task(LOAD_TASK).upstream_task_ids == set()
     for task in dbt_tasks:
         assert LOAD_TASK in task.get_flat_relative_ids(upstream=True)
+
+
+def test_docs_are_published_after_every_dbt_task_succeeds(dagbag):
+    dag = dagbag.dags[DAG_ID]
+    docs = dag.get_task(DOCS_TASK)
+    transform_ids = {task.task_id for task in dag.tasks if task.task_id.startswith("transform.")}
+    assert transform_ids <= docs.get_flat_relative_ids(upstream=True)
+    assert docs.downstream_task_ids == set()
+    assert docs.trigger_rule == "all_success"
 
 
 def test_dbt_tasks_cover_the_source_and_every_mart_with_tests(dagbag):
@@ -75,6 +86,7 @@ def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spo
     monkeypatch.setenv("SPOTIFY_API_URL", spotify_server.api_url)
     monkeypatch.setenv("SPOTIFY_ACCOUNTS_URL", spotify_server.accounts_url)
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    monkeypatch.setenv(airflow_docs.PROJECTS_ENV, airflow_docs.projects_setting(tmp_path / "dbt_docs"))
 
     # dag.test() runs the serialized DAG, so register the bundle and serialize the DAG first.
     DagBundlesManager().sync_bundles_to_db()
@@ -84,3 +96,13 @@ def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spo
     assert run.state == "success"
     assert query(database_url, "select count(*) from analytics.listening_history") == [(40,)]
     assert query(database_url, "select count(*) from analytics.plays") == [(40,)]
+    # The docs task published what Cosmos' plugin serves: the project's models, with this database's catalog.
+    assert sorted(path.name for path in (tmp_path / "dbt_docs").iterdir()) == [
+        "catalog.json",
+        "index.html",
+        "manifest.json",
+    ]
+    manifest = json.loads((tmp_path / "dbt_docs" / "manifest.json").read_text())
+    catalog = json.loads((tmp_path / "dbt_docs" / "catalog.json").read_text())
+    assert "model.spotify_history.listening_sessions" in manifest["nodes"]
+    assert catalog["nodes"]["model.spotify_history.plays"]["metadata"]["database"] == database_url.dbname

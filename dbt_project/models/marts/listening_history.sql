@@ -27,6 +27,7 @@ albums as (
 final as (
 
     select
+        plays.play_id,
         plays.played_at,
         plays.user_id,
         plays.track_id,
@@ -35,7 +36,9 @@ final as (
         artists.artist_name,
         plays.album_id,
         albums.album_name,
-        plays.context_type
+        plays.context_type,
+        plays.source,
+        plays.ms_played
 
     from plays
     -- left joins: a play must never vanish from the history because a dimension lags behind

@@ -1,44 +1,274 @@
 {{
     config(
         materialized='incremental',
-        unique_key=['user_id', 'played_at'],
+        unique_key=['user_id', 'played_date'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
     )
 }}
 
+{#-
+    One row per play, from the API and the data export together. A play both sources saw becomes
+    one row: same user, same track (same id, or for plays the export knows by name only the same
+    track and artist name), ends within the tolerance of `export_match_tolerance()` (15 s; the
+    minute of an account-data play plus 15 s). The API row is kept (source 'api': its ids and
+    context) and takes the export's playback fields.
+
+    Incremental by UTC day: a run recomputes, from every source, each (user, day) that a new load
+    touched (and the neighbouring day when a new play lies within the tolerance of midnight), then
+    replaces those days. A backfill of old plays is picked up; an hourly API load recomputes one or
+    two days, however long the history.
+-#}
+
+{%- set reach = "(" ~ export_match_tolerance() ~ " + interval '1 minute')" %}
+
 with
 
-plays as (
+{% if is_incremental() %}
+
+{#- The (user, day)s that new loads touched, fetched before the query is planned, so that the filters
+    below are literals the planner matches to the raw tables' (user_id, time) keys. -#}
+{%- set watermark = load_watermark('load_id') %}
+{%- set changed_days_query %}
+    select distinct new_plays.user_id, {{ utc_date('edges.edge') }}::text as played_date
+    from (
+        select user_id, played_at from {{ ref('stg_spotify__plays') }}
+        where load_id > {{ watermark }}
+        union all
+        select user_id, played_at from {{ ref('int_export_plays_deduplicated') }}
+        where content_type = 'track' and load_id > {{ watermark }}
+    ) as new_plays
+    cross join lateral (
+        values (new_plays.played_at - {{ reach }}), (new_plays.played_at + {{ reach }})
+    ) as edges (edge)
+    order by 1, 2
+{%- endset %}
+{%- set changed_days = run_query(changed_days_query).rows if execute else [] %}
+
+{%- set in_changed_windows -%}
+    {%- if not changed_days -%}
+        false
+    {%- elif changed_days | length > 500 -%}
+        -- many days changed (an import): reading everything is cheaper than probing each day
+        true
+    {%- else -%}
+        (
+        {%- for day in changed_days %}
+            {{ "or " if not loop.first }}(candidate.user_id = '{{ day[0] | replace("'", "''") }}'
+                and candidate.played_at >= timestamptz '{{ day[1] }} 00:00:00+00' - {{ reach }}
+                and candidate.played_at < timestamptz '{{ day[1] }} 00:00:00+00' + interval '1 day' + {{ reach }})
+        {%- endfor %}
+        )
+    {%- endif -%}
+{%- endset %}
+
+changed_days as (
+
+    select
+        user_id,
+        played_date::date as played_date
+    from (
+        values
+        {%- for day in changed_days %}
+            ('{{ day[0] | replace("'", "''") }}', '{{ day[1] }}'){{ "," if not loop.last }}
+        {%- else %}
+            (null::text, null::text)
+        {%- endfor %}
+    ) as changed (user_id, played_date)
+    where user_id is not null
+
+),
+
+-- Each candidate CTE reads its source once, with the day windows inside (a CTE read twice is computed
+-- in full before any filter applies).
+api_candidates as (
+
+    select * from {{ ref('stg_spotify__plays') }} as candidate
+    where {{ in_changed_windows }}
+
+),
+
+export_candidates as (
+
+    select * from {{ ref('int_export_plays_deduplicated') }} as candidate
+    where candidate.content_type = 'track' and {{ in_changed_windows }}
+
+),
+
+{% else %}
+
+api_candidates as (
 
     select * from {{ ref('stg_spotify__plays') }}
 
 ),
 
-new_plays as (
+export_candidates as (
 
-    select * from plays
-    {% if is_incremental() %}
-        -- Filter on the load, not on played_at: a later backfill (an export import, a missed
-        -- window) brings plays older than the newest one, and they must still be picked up.
-        where load_id > (select coalesce(max(load_id), '') from {{ this }})
-    {% endif %}
+    select * from {{ ref('int_export_plays_deduplicated') }}
+    where content_type = 'track'
 
 ),
 
-final as (
+{% endif %}
+
+pairs_by_id as (
+
+    select
+        export_candidates.export_play_id,
+        api_candidates.user_id,
+        api_candidates.played_at as api_played_at,
+        abs(extract(epoch from api_candidates.played_at - export_candidates.played_at)) as distance_seconds
+    from export_candidates
+    inner join api_candidates
+        on
+            export_candidates.user_id = api_candidates.user_id
+            and export_candidates.track_id = api_candidates.track_id
+            and api_candidates.played_at
+            between export_candidates.match_window_start and export_candidates.match_window_end
+    where export_candidates.track_uri is not null
+
+),
+
+pairs_by_name as (
+
+    select
+        export_candidates.export_play_id,
+        api_candidates.user_id,
+        api_candidates.played_at as api_played_at,
+        abs(extract(epoch from api_candidates.played_at - export_candidates.played_at)) as distance_seconds
+    from export_candidates
+    inner join api_candidates
+        on
+            export_candidates.user_id = api_candidates.user_id
+            and export_candidates.track_name = api_candidates.track_name
+            and export_candidates.artist_name = api_candidates.primary_artist_name
+            and api_candidates.played_at
+            between export_candidates.match_window_start and export_candidates.match_window_end
+    where export_candidates.track_uri is null
+
+),
+
+pairs as (
+
+    select * from pairs_by_id
+    union all
+    select * from pairs_by_name
+
+),
+
+best_pair_per_api_play as (
+
+    {{ deduplicate('pairs', 'user_id, api_played_at', 'distance_seconds, export_play_id') }}
+
+),
+
+matches as (
+
+    -- one export play per API play and one API play per export play, the closest in time
+    {{ deduplicate('best_pair_per_api_play', 'export_play_id', 'distance_seconds, api_played_at') }}
+
+),
+
+api_rows as (
+
+    select
+        api_candidates.user_id,
+        api_candidates.played_at,
+        api_candidates.track_id,
+        api_candidates.album_id,
+        api_candidates.primary_artist_id,
+        api_candidates.context_type,
+        api_candidates.context_uri,
+        'api' as source,
+        matched.ms_played,
+        matched.reason_start,
+        matched.reason_end,
+        matched.shuffle,
+        matched.skipped,
+        matched.offline,
+        matched.platform,
+        matched.conn_country,
+        matched.export_play_id,
+        greatest(api_candidates.load_id, matched.load_id) as load_id
+    from api_candidates
+    left join matches
+        on
+            api_candidates.user_id = matches.user_id
+            and api_candidates.played_at = matches.api_played_at
+    left join export_candidates as matched
+        on matches.export_play_id = matched.export_play_id
+
+),
+
+export_rows as (
 
     select
         user_id,
         played_at,
         track_id,
         album_id,
+        artist_id as primary_artist_id,
+        null as context_type,
+        null as context_uri,
+        'export' as source,
+        ms_played,
+        reason_start,
+        reason_end,
+        shuffle,
+        skipped,
+        offline,
+        platform,
+        conn_country,
+        export_play_id,
+        load_id
+    from export_candidates
+    where not exists (
+        select from matches
+        where matches.export_play_id = export_candidates.export_play_id
+    )
+
+),
+
+unioned as (
+
+    select * from api_rows
+    union all
+    select * from export_rows
+
+),
+
+final as (
+
+    select
+        case
+            when source = 'api' then md5(concat_ws('|', 'api', user_id, extract(epoch from played_at)))
+            else export_play_id
+        end as play_id,
+        user_id,
+        played_at,
+        {{ utc_date('played_at') }} as played_date,
+        track_id,
+        album_id,
         primary_artist_id,
+        source,
         context_type,
         context_uri,
+        ms_played,
+        reason_start,
+        reason_end,
+        shuffle,
+        skipped,
+        offline,
+        platform,
+        conn_country,
+        export_play_id,
         load_id
-
-    from new_plays
+    from unioned
+    {% if is_incremental() %}
+        -- a day just outside the changed ones was computed before; leave its rows alone
+        where (user_id, {{ utc_date('played_at') }}) in (select user_id, played_date from changed_days)
+    {% endif %}
 
 )
 

@@ -11,6 +11,7 @@ plays as (
     select
         user_id,
         played_at,
+        _dlt_load_id,
         track,
         -- jsonb_array_elements raises on a non-array; a missing or odd `artists` yields no rows
         case
@@ -30,6 +31,8 @@ unnested as (
         plays.played_at,
         {{ spotify_id('track', 'plays.track') }} as track_id,
         {{ spotify_id('artist', 'credited_artist.artist') }} as artist_id,
+        -- the incremental marts read only new loads
+        plays._dlt_load_id as load_id,
 
         ---------- text
         credited_artist.artist ->> 'name' as artist_name,

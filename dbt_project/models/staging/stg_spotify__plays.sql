@@ -22,6 +22,8 @@ renamed as (
         track ->> 'uri' as track_uri,
         track ->> 'name' as track_name,
         track -> 'album' ->> 'name' as album_name,
+        -- matches the export's artist name when a play is known by name only
+        track -> 'artists' -> 0 ->> 'name' as primary_artist_name,
         track -> 'album' ->> 'album_type' as album_type,
         -- kept as given ("1997", "2001-05", "2016-04-08"): a date would invent a month and day
         track -> 'album' ->> 'release_date' as album_release_date,

@@ -1,0 +1,253 @@
+"""Benchmark of `import-history` against a plain COPY of the same rows, in the same run, on the same server.
+
+Measures, for a synthetic export (bench/generate_export.py, default 1M plays):
+- plain COPY: the same rows, already flattened to CSV in memory, `COPY`-ed into an unindexed table (the
+  server's ingest ceiling; reading the export is not timed);
+- naive script: `json.load` each file, `csv.writer`, one `COPY` per file (what a quick script would do);
+- the import (`pipelines.export.importer.import_history`, in a child process): zip to committed rows, with
+  validation, dedup keys and the import log; its peak memory (max RSS of the child), and again for a quarter
+  of the export to show that memory does not grow with it; a reimport of the same zip (adds nothing);
+- the incremental `dbt build` after an hourly API load (30 new plays), with the import stored vs with no
+  export at all, and their ratio.
+
+    DATABASE_ADMIN_URL=postgresql://postgres:x@127.0.0.1:5432/postgres python bench/export_import.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from generate_export import write_export  # noqa: E402
+
+from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database  # noqa: E402
+from pipelines.export.formats import EXTENDED  # noqa: E402
+
+USER = "bench-user"
+ENV = {
+    "RUNTIME__DLTHUB_TELEMETRY": "false",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "DO_NOT_TRACK": "1",
+    "PROVIDERS__ENABLE_AIRFLOW_SECRETS": "false",
+}
+CHILD = """
+import json, sys
+from pathlib import Path
+from pipelines.database import DatabaseUrl
+from pipelines.export.importer import import_history
+summary = import_history(DatabaseUrl.parse(sys.argv[1]), [Path(sys.argv[2])], user_id=sys.argv[3],
+                         pipelines_dir=Path(sys.argv[4]))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({"seconds": summary.seconds, "read": summary.rows_read, "loaded": summary.rows_loaded,
+                  "maxrss_mb": peak_kb / 1024}))
+"""
+
+
+def fresh_database(admin: DatabaseUrl, name: str) -> DatabaseUrl:
+    drop_database(admin, name)
+    return ensure_role_and_database(admin, "bench", "bench-password", name)
+
+
+def flat_rows(archive: Path):
+    """The export's plays as tuples of the raw columns (what the COPY baselines load)."""
+    columns = [f.json_name for f in EXTENDED.columns(include_network_data=False)]
+    with zipfile.ZipFile(archive) as opened:
+        for info in opened.infolist():
+            if EXTENDED.matches(Path(info.filename).name):
+                for play in json.loads(opened.read(info)):
+                    yield (USER, info.filename, play["ts"], *(play.get(c) for c in columns))
+
+
+def plain_table(cur) -> None:
+    columns = ", ".join(f"{f.column} {f.pg_type}" for f in EXTENDED.columns(include_network_data=False))
+    cur.execute("drop table if exists plain_copy")
+    cur.execute(f"create table plain_copy (user_id text, source_file text, ts timestamptz, {columns})")
+
+
+def copy_baselines(database: DatabaseUrl, archive: Path) -> dict[str, float]:
+    """Seconds for: COPY of prepared CSV, and a naive parse-and-COPY script."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    rows = 0
+    for row in flat_rows(archive):
+        writer.writerow(row)
+        rows += 1
+    data = buffer.getvalue().encode()
+    del buffer
+    conn = database.connect()
+    try:
+        with conn.cursor() as cur:
+            plain_table(cur)
+            conn.commit()
+            started = time.perf_counter()
+            cur.copy_expert("copy plain_copy from stdin with (format csv)", io.BytesIO(data), size=1 << 20)
+            conn.commit()
+            copy_seconds = time.perf_counter() - started
+            del data
+            plain_table(cur)
+            conn.commit()
+            started = time.perf_counter()
+            with zipfile.ZipFile(archive) as opened:
+                for info in opened.infolist():
+                    if not EXTENDED.matches(Path(info.filename).name):
+                        continue
+                    chunk = io.StringIO()
+                    out = csv.writer(chunk)
+                    names = [f.json_name for f in EXTENDED.columns(include_network_data=False)]
+                    for play in json.loads(opened.read(info)):
+                        out.writerow((USER, info.filename, play["ts"], *(play.get(c) for c in names)))
+                    chunk.seek(0)
+                    cur.copy_expert("copy plain_copy from stdin with (format csv)", chunk, size=1 << 20)
+            conn.commit()
+            naive_seconds = time.perf_counter() - started
+            cur.execute("drop table plain_copy")
+            conn.commit()
+    finally:
+        conn.close()
+    return {"rows": rows, "copy": copy_seconds, "naive": naive_seconds}
+
+
+def run_import(database: DatabaseUrl, archive: Path, work: Path) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(database), str(archive), USER, str(work / "dlt")],
+        cwd=ROOT,
+        env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def dbt_build(database: DatabaseUrl, work: Path) -> float:
+    env = {**os.environ, **ENV, **database.dbt_env()}
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dbt"),
+            "build",
+            "--project-dir",
+            str(ROOT / "dbt_project"),
+            "--profiles-dir",
+            str(ROOT),
+            "--target-path",
+            str(work / "dbt-target"),
+            "--log-path",
+            str(work / "dbt-logs"),
+            "--quiet",
+        ],
+        env=env,
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def hourly_build_seconds(database: DatabaseUrl, work: Path, repeats: int = 3) -> tuple[float, float]:
+    """(full build after a first API load, median incremental build after each of `repeats` hourly loads)."""
+    from pipelines.load import load_recently_played
+    from pipelines.sample_server import SampleSpotifyServer
+    from pipelines.sample_server.catalog import make_track
+
+    os.environ.update(ENV)
+    server = SampleSpotifyServer(client_id="c", client_secret="s", refresh_token="r", user_id=USER)
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+
+    def hour(number: int, plays: int) -> None:
+        for n in range(plays):
+            track = make_track(name=f"Hourly {number}-{n}", artist_names=[f"Artist {n % 5}"])
+            server.add_play(track, start + timedelta(hours=number, minutes=n))
+        load_recently_played(
+            database,
+            pipelines_dir=work / "dlt-api",
+            secrets_file=work / "secrets.toml",
+            client_id="c",
+            client_secret="s",
+            refresh_token=server.current_refresh_token,
+            api_url=server.api_url,
+            accounts_url=server.accounts_url,
+        )
+
+    with server:
+        hour(0, 50)
+        full = dbt_build(database, work)
+        timings = []
+        for number in range(1, repeats + 1):
+            hour(number, 30)
+            timings.append(dbt_build(database, work))
+    return full, sorted(timings)[len(timings) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plays", type=int, default=1_000_000)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-export")
+    args = parser.parse_args()
+    admin = DatabaseUrl.parse(
+        os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"),
+        "DATABASE_ADMIN_URL",
+    )
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    # dlt keeps cursors and schemas in its working dirs: a previous run's would not match fresh databases.
+    for state in ("dlt", "with-export", "without-export"):
+        shutil.rmtree(work / state, ignore_errors=True)
+    full = work / f"export_{args.plays}.zip"
+    quarter = work / f"export_{args.plays // 4}.zip"
+    for path, count in ((full, args.plays), (quarter, args.plays // 4)):
+        if not path.exists():
+            write_export(count, path)
+
+    database = fresh_database(admin, "bench_export")
+    baselines = copy_baselines(database, full)
+    imported = run_import(database, full, work)
+    reimported = run_import(database, full, work)
+    small_db = fresh_database(admin, "bench_export_quarter")
+    small = run_import(small_db, quarter, work)
+    drop_database(admin, "bench_export_quarter")
+
+    with_export = hourly_build_seconds(database, work / "with-export")
+    empty_db = fresh_database(admin, "bench_export_empty")
+    without_export = hourly_build_seconds(empty_db, work / "without-export")
+    drop_database(admin, "bench_export_empty")
+
+    rows = baselines["rows"]
+    rate = imported["read"] / imported["seconds"]
+    copy_rate = rows / baselines["copy"]
+    naive_rate = rows / baselines["naive"]
+    print(f"| plays in the export | {rows:,} |")
+    print(f"| plain COPY of the prepared rows | {baselines['copy']:.1f} s, {copy_rate:,.0f} plays/s |")
+    print(f"| naive script (json.load + csv + COPY) | {baselines['naive']:.1f} s, {naive_rate:,.0f} plays/s |")
+    print(f"| import-history (zip to committed rows) | {imported['seconds']:.1f} s, {rate:,.0f} plays/s |")
+    print(f"| import / plain COPY | {rate / copy_rate:.0%} |")
+    print(f"| import / naive script | {rate / naive_rate:.0%} |")
+    print(f"| import peak memory, {rows:,} plays | {imported['maxrss_mb']:.0f} MB |")
+    print(f"| import peak memory, {small['read']:,} plays | {small['maxrss_mb']:.0f} MB |")
+    print(
+        f"| reimport of the same zip | {reimported['seconds']:.1f} s, {reimported['loaded']} rows added, "
+        f"{reimported['maxrss_mb']:.0f} MB |"
+    )
+    print(f"| first full dbt build with the import stored | {with_export[0]:.1f} s |")
+    print(f"| incremental dbt build after an hourly load, import stored | {with_export[1]:.1f} s |")
+    print(f"| incremental dbt build after an hourly load, no export | {without_export[1]:.1f} s |")
+    print(f"| ratio (stored / none) | {with_export[1] / without_export[1]:.2f} |")
+    print(f"| bench process peak memory | {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()

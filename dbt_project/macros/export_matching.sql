@@ -1,0 +1,16 @@
+{#
+    How close in time a play seen by the API and the same play in the data export must be to count
+    as one play. Both record when the play ended: the API's `played_at` (milliseconds) and the
+    export's `ts` (seconds) or `endTime` (minutes, truncated) differ by clock and rounding only.
+    Override with `--vars '{export_match_tolerance_seconds: 30}'`.
+#}
+{% macro export_match_tolerance() -%}
+    interval '{{ var("export_match_tolerance_seconds", 15) }} seconds'
+{%- endmacro %}
+
+{#
+    The UTC date of a timestamptz: the partition `plays` recomputes when new plays arrive.
+#}
+{% macro utc_date(column) -%}
+    ({{ column }} at time zone 'UTC')::date
+{%- endmacro %}

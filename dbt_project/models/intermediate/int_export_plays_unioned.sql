@@ -1,0 +1,109 @@
+-- A view, not ephemeral: PostgreSQL always inlines a view into the query that reads it, so the
+-- incremental marts' filters (new loads, a few days) reach the raw tables' indexes; an ephemeral CTE
+-- read twice would be computed in full, over the whole history, on every run.
+{{ config(materialized='view', schema='staging') }}
+
+-- Both export formats as one relation of plays, with the time window in which the same play,
+-- seen by the API or by the other format, is looked for. Extended history times are exact to the
+-- second; account data truncates to the minute, so its window spans that minute.
+with
+
+extended_plays as (
+
+    select * from {{ ref('stg_spotify_export__extended_plays') }}
+
+),
+
+account_plays as (
+
+    select * from {{ ref('stg_spotify_export__account_plays') }}
+
+),
+
+unioned as (
+
+    select
+        export_play_id,
+        'extended' as export_format,
+        user_id,
+        content_type,
+        track_id,
+        album_id,
+        artist_id,
+        episode_id,
+        chapter_id,
+        track_uri,
+        track_name,
+        artist_name,
+        album_name,
+        episode_uri,
+        episode_name,
+        show_name,
+        audiobook_uri,
+        audiobook_title,
+        chapter_uri,
+        chapter_title,
+        reason_start,
+        reason_end,
+        platform,
+        conn_country,
+        shuffle,
+        skipped,
+        offline,
+        is_incognito,
+        ms_played,
+        played_at,
+        played_at - {{ export_match_tolerance() }} as match_window_start,
+        played_at + {{ export_match_tolerance() }} as match_window_end,
+        load_id
+
+    from extended_plays
+
+    union all
+
+    select
+        export_play_id,
+        'account' as export_format,
+        user_id,
+        content_type,
+        track_id,
+        album_id,
+        artist_id,
+        episode_id,
+        null as chapter_id,
+        null as track_uri,
+        track_name,
+        artist_name,
+        null as album_name,
+        null as episode_uri,
+        episode_name,
+        show_name,
+        null as audiobook_uri,
+        null as audiobook_title,
+        null as chapter_uri,
+        null as chapter_title,
+        null as reason_start,
+        null as reason_end,
+        null as platform,
+        null as conn_country,
+        null::boolean as shuffle,
+        null::boolean as skipped,
+        null::boolean as offline,
+        null::boolean as is_incognito,
+        ms_played,
+        played_at,
+        played_at - {{ export_match_tolerance() }} as match_window_start,
+        played_at + interval '1 minute' + {{ export_match_tolerance() }} as match_window_end,
+        load_id
+
+    from account_plays
+
+),
+
+final as (
+
+    select * from unioned
+
+)
+
+select * from final

@@ -1,0 +1,37 @@
+{{ config(materialized='view') }}
+
+-- Audiobook chapters from the extended streaming history, kept apart from music. A view, like
+-- episode_plays.
+with
+
+export_plays as (
+
+    select * from {{ ref('int_export_plays_deduplicated') }}
+    where content_type = 'audiobook'
+
+),
+
+final as (
+
+    select
+        export_play_id as play_id,
+        user_id,
+        played_at,
+        chapter_id,
+        chapter_uri,
+        chapter_title,
+        audiobook_uri,
+        audiobook_title,
+        ms_played,
+        reason_start,
+        reason_end,
+        skipped,
+        offline,
+        platform,
+        conn_country
+
+    from export_plays
+
+)
+
+select * from final

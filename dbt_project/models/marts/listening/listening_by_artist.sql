@@ -1,0 +1,55 @@
+with
+
+listening_plays as (
+
+    select * from {{ ref('listening_plays') }}
+
+),
+
+artists as (
+
+    select * from {{ ref('artists') }}
+
+),
+
+per_artist as (
+
+    select
+        user_id,
+        artist_id,
+        count(*) as plays,
+        sum(listened_ms)::bigint as listened_ms,
+        count(distinct track_id) as distinct_tracks,
+        count(distinct played_date) as days_played,
+        min(played_at) as first_played_at,
+        max(played_at) as last_played_at,
+        min(played_date) as first_played_date,
+        max(played_date) as last_played_date
+
+    from listening_plays
+    group by 1, 2
+
+),
+
+final as (
+
+    select
+        per_artist.user_id,
+        per_artist.artist_id,
+        artists.artist_name,
+        per_artist.plays,
+        per_artist.listened_ms,
+        round(per_artist.listened_ms / 60000.0, 1) as minutes_listened,
+        per_artist.distinct_tracks,
+        per_artist.days_played,
+        per_artist.first_played_at,
+        per_artist.last_played_at,
+        per_artist.first_played_date,
+        per_artist.last_played_date
+
+    from per_artist
+    left join artists on per_artist.artist_id = artists.artist_id
+
+)
+
+select * from final

@@ -1,0 +1,251 @@
+"""The two streaming-history formats of Spotify's privacy export, and how each lands in `raw`.
+
+- **Extended streaming history** (`Streaming_History_Audio_*.json`, `Streaming_History_Video_*.json`, and the
+  older `endsong_*.json`): one object per play, with `ts` (UTC, second precision, when the play *ended*),
+  `ms_played`, track / episode / audiobook metadata and URIs, and playback fields.
+- **Account data** (`StreamingHistory_music_*.json`, `StreamingHistory_podcast_*.json`, older
+  `StreamingHistory*.json`): the last year only, `endTime` at minute precision (UTC, when the play ended),
+  names but no URIs.
+
+Every field is declared once here: its JSON name, its column in `raw`, its Arrow and PostgreSQL types. The
+reader, the dlt source and the table DDL are all generated from these declarations.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FormatName = Literal["extended", "account"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One JSON field of a play and the raw column it becomes."""
+
+    json_name: str
+    column: str
+    arrow_type: pa.DataType
+    pg_type: str
+    network: bool = False  # IP addresses and user agents: loaded only when the user opts in
+    fallback_json_name: str | None = None  # an older name of the same field
+
+
+TEXT, BIGINT, BOOL = pa.string(), pa.int64(), pa.bool_()
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A streaming-history format: its file names, fields, and raw tables."""
+
+    name: FormatName
+    file_patterns: tuple[str, ...]
+    time_field: str  # the JSON field holding when the play ended
+    time_column: str
+    time_format: str  # strptime format of `time_field`, always UTC (sorts like the time it holds)
+    fields: tuple[Field, ...]
+    struct: type[msgspec.Struct]
+    table: str  # the deduplicated raw table dbt reads
+
+    @property
+    def incoming_table(self) -> str:
+        """Where dlt lands one import before it is deduplicated into `table`."""
+        return f"{self.table}_incoming"
+
+    def columns(self, include_network_data: bool) -> list[Field]:
+        """The fields an import loads."""
+        return [field for field in self.fields if include_network_data or not field.network]
+
+    def matches(self, file_name: str) -> bool:
+        """Whether a file (base name) is of this format, by Spotify's naming."""
+        lowered = file_name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self.file_patterns)
+
+
+class ExtendedPlay(msgspec.Struct, gc=False):
+    """One object of an extended streaming history file; unknown keys are ignored."""
+
+    ts: str
+    ms_played: int
+    username: str | None = None
+    platform: str | None = None
+    conn_country: str | None = None
+    ip_addr_decrypted: str | None = None
+    ip_addr: str | None = None
+    user_agent_decrypted: str | None = None
+    master_metadata_track_name: str | None = None
+    master_metadata_album_artist_name: str | None = None
+    master_metadata_album_album_name: str | None = None
+    spotify_track_uri: str | None = None
+    episode_name: str | None = None
+    episode_show_name: str | None = None
+    spotify_episode_uri: str | None = None
+    audiobook_title: str | None = None
+    audiobook_uri: str | None = None
+    audiobook_chapter_uri: str | None = None
+    audiobook_chapter_title: str | None = None
+    reason_start: str | None = None
+    reason_end: str | None = None
+    shuffle: bool | None = None
+    skipped: bool | None = None
+    offline: bool | None = None
+    offline_timestamp: int | None = None
+    incognito_mode: bool | None = None
+
+
+class AccountPlay(msgspec.Struct, gc=False):
+    """One object of an account-data streaming history file (music or podcast)."""
+
+    endTime: str  # noqa: N815 - Spotify's key
+    msPlayed: int  # noqa: N815
+    artistName: str | None = None  # noqa: N815
+    trackName: str | None = None  # noqa: N815
+    podcastName: str | None = None  # noqa: N815
+    episodeName: str | None = None  # noqa: N815
+
+
+EXTENDED = ExportFormat(
+    name="extended",
+    file_patterns=("streaming_history_audio_*.json", "streaming_history_video_*.json", "endsong*.json"),
+    time_field="ts",
+    time_column="ts",
+    time_format="%Y-%m-%dT%H:%M:%SZ",
+    fields=(
+        Field("ms_played", "ms_played", BIGINT, "bigint"),
+        Field("username", "username", TEXT, "text"),
+        Field("platform", "platform", TEXT, "text"),
+        Field("conn_country", "conn_country", TEXT, "text"),
+        # Older files say `ip_addr_decrypted`, newer `ip_addr`: one column.
+        Field("ip_addr", "ip_addr", TEXT, "text", network=True, fallback_json_name="ip_addr_decrypted"),
+        Field("user_agent_decrypted", "user_agent", TEXT, "text", network=True),
+        Field("master_metadata_track_name", "master_metadata_track_name", TEXT, "text"),
+        Field("master_metadata_album_artist_name", "master_metadata_album_artist_name", TEXT, "text"),
+        Field("master_metadata_album_album_name", "master_metadata_album_album_name", TEXT, "text"),
+        Field("spotify_track_uri", "spotify_track_uri", TEXT, "text"),
+        Field("episode_name", "episode_name", TEXT, "text"),
+        Field("episode_show_name", "episode_show_name", TEXT, "text"),
+        Field("spotify_episode_uri", "spotify_episode_uri", TEXT, "text"),
+        Field("audiobook_title", "audiobook_title", TEXT, "text"),
+        Field("audiobook_uri", "audiobook_uri", TEXT, "text"),
+        Field("audiobook_chapter_uri", "audiobook_chapter_uri", TEXT, "text"),
+        Field("audiobook_chapter_title", "audiobook_chapter_title", TEXT, "text"),
+        Field("reason_start", "reason_start", TEXT, "text"),
+        Field("reason_end", "reason_end", TEXT, "text"),
+        Field("shuffle", "shuffle", BOOL, "boolean"),
+        Field("skipped", "skipped", BOOL, "boolean"),
+        Field("offline", "offline", BOOL, "boolean"),
+        Field("offline_timestamp", "offline_timestamp", BIGINT, "bigint"),
+        Field("incognito_mode", "incognito_mode", BOOL, "boolean"),
+    ),
+    struct=ExtendedPlay,
+    table="export_extended_plays",
+)
+
+ACCOUNT = ExportFormat(
+    name="account",
+    file_patterns=("streaminghistory*.json",),
+    time_field="endTime",
+    time_column="end_time",
+    time_format="%Y-%m-%d %H:%M",
+    fields=(
+        Field("msPlayed", "ms_played", BIGINT, "bigint"),
+        Field("artistName", "artist_name", TEXT, "text"),
+        Field("trackName", "track_name", TEXT, "text"),
+        Field("podcastName", "podcast_name", TEXT, "text"),
+        Field("episodeName", "episode_name", TEXT, "text"),
+    ),
+    struct=AccountPlay,
+    table="export_account_plays",
+)
+
+FORMATS: tuple[ExportFormat, ...] = (EXTENDED, ACCOUNT)
+
+# Columns every raw export table has besides the format's own fields.
+USER_COLUMN = "user_id"
+FILE_COLUMN = "source_file"
+
+
+def format_of(file_name: str) -> ExportFormat | None:
+    """The format a file name says it holds, or None for the export's other files (playlists, ...)."""
+    for export_format in FORMATS:
+        if export_format.matches(file_name):
+            return export_format
+    return None
+
+
+def sniff_format(head: bytes) -> ExportFormat | None:
+    """The format of a JSON file's first bytes, by its keys (for files the user renamed)."""
+    if b'"ts"' in head and b'"ms_played"' in head:
+        return EXTENDED
+    if b'"endTime"' in head and b'"msPlayed"' in head:
+        return ACCOUNT
+    return None
+
+
+def arrow_schema(export_format: ExportFormat, include_network_data: bool) -> pa.Schema:
+    """The Arrow schema of the batches the reader yields for `export_format`."""
+    return pa.schema(
+        [
+            pa.field(USER_COLUMN, TEXT, nullable=False),
+            pa.field(FILE_COLUMN, TEXT, nullable=False),
+            # Validated UTC text (e.g. 2013-06-28T17:01:20Z): PostgreSQL parses it into timestamptz at COPY.
+            pa.field(export_format.time_column, TEXT, nullable=False),
+            *(pa.field(f.column, f.arrow_type) for f in export_format.columns(include_network_data)),
+            pa.field(ITEM_KEY_COLUMN, TEXT, nullable=False),
+        ]
+    )
+
+
+def dlt_columns(export_format: ExportFormat, include_network_data: bool) -> dict[str, dict[str, object]]:
+    """dlt column hints, so every column exists even when an import holds only nulls in it."""
+    dlt_types = {TEXT: "text", BIGINT: "bigint", BOOL: "bool"}
+    columns: dict[str, dict[str, object]] = {
+        USER_COLUMN: {"data_type": "text", "nullable": False},
+        FILE_COLUMN: {"data_type": "text", "nullable": False},
+        export_format.time_column: {"data_type": "timestamp", "timezone": True, "nullable": False},
+    }
+    for field in export_format.columns(include_network_data):
+        columns[field.column] = {"data_type": dlt_types[field.arrow_type], "nullable": True}
+    columns[ITEM_KEY_COLUMN] = {"data_type": "text", "nullable": False}
+    return columns
+
+
+def item_key(export_format: ExportFormat, columns: dict[str, pa.Array]) -> pa.Array:
+    """What was played, as one text per row, computed with Arrow's vectorised kernels.
+
+    With user, end time and ms played it identifies a play (the raw tables' primary key), so the same play
+    read from two exports, or twice from one, is stored once. It is the track / episode / chapter URI when
+    there is one; names count only without a URI (account data never has URIs), because Spotify's names can
+    change between two exports while URIs do not.
+    """
+    names = [pc.fill_null(columns[name], "") for name in _NAME_COLUMNS[export_format.name]]
+    by_name = pc.binary_join_element_wise(pa.scalar(NAME_KEY_PREFIX), *names, ITEM_KEY_SEPARATOR)
+    if export_format is ACCOUNT:
+        return by_name
+    uri = pc.coalesce(columns["spotify_track_uri"], columns["spotify_episode_uri"], columns["audiobook_chapter_uri"])
+    return pc.coalesce(uri, by_name)
+
+
+ITEM_KEY_COLUMN = "item_key"
+NAME_KEY_PREFIX = "name:"
+ITEM_KEY_SEPARATOR = "\x1f"  # the ASCII unit separator: never part of a name
+_NAME_COLUMNS = {
+    "extended": (
+        "master_metadata_track_name",
+        "master_metadata_album_artist_name",
+        "episode_name",
+        "episode_show_name",
+        "audiobook_chapter_title",
+    ),
+    "account": ("artist_name", "track_name", "podcast_name", "episode_name"),
+}
+
+
+def primary_key(export_format: ExportFormat) -> tuple[str, ...]:
+    """The raw tables' primary key: who, when the play ended, how long, what."""
+    return (USER_COLUMN, export_format.time_column, "ms_played", ITEM_KEY_COLUMN)

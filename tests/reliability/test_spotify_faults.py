@@ -1,0 +1,361 @@
+"""Spotify misbehaving in ways tests/spotify does not already cover: resets, timeouts, cut-off bodies, bursts,
+bodies that are not JSON, tokens that expire or die mid-run, and items with extra, missing or unstorable fields.
+
+Every test runs the real loader against the loopback Spotify server and a real PostgreSQL, then counts the
+plays lost or duplicated against what the server served.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from pipelines.spotify import settings
+from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
+from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query
+from tests.reliability.helpers import RECENTLY_PLAYED, lost_and_duplicated, stored_plays
+from tests.reliability.report import record
+from tests.spotify.test_recently_played import START, add_plays
+from tests.test_cli import run_cli
+
+TOKEN = "/api/token"
+ME = "/v1/me"
+RETRIED = "retried; every play loaded"
+FAILED_THEN_RECOVERED = "run failed with one clear error, nothing written; next run loaded every play"
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The retry logic is the real one; only its first wait shrinks from 1 s so bursts stay quick to test.
+    monkeypatch.setattr(settings, "BACKOFF_BASE_SECONDS", 0.02)
+
+
+def history_requests(server) -> list:
+    return [request for request in server.requests if request.path == RECENTLY_PLAYED]
+
+
+def assert_all_loaded(server, database) -> tuple[int, int]:
+    lost, duplicated = lost_and_duplicated(server, database)
+    assert (lost, duplicated) == (0, 0)
+    return lost, duplicated
+
+
+def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 6)
+    for path in (TOKEN, ME, RECENTLY_PLAYED, RECENTLY_PLAYED):
+        spotify_server.enqueue_connection_reset(path)
+
+    summary = load_plays()
+
+    assert summary["plays_loaded"] == 6
+    assert len(history_requests(spotify_server)) == 3  # two resets, then the answer
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "Connection reset (TCP RST) on token, /me and history",
+        tried=4,
+        lost=lost,
+        duplicated=duplicated,
+        result=RETRIED,
+    )
+
+
+def test_read_timeouts_are_retried(load_plays, spotify_server, database_url, monkeypatch):
+    monkeypatch.setattr(settings, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    add_plays(spotify_server, 5)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 200, body={"items": [], "next": None}, delay=1.5, times=2)
+
+    load_plays()
+
+    assert len(history_requests(spotify_server)) == 3
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "Read timeout (response slower than the client waits)",
+        tried=2,
+        lost=lost,
+        duplicated=duplicated,
+        result=RETRIED,
+    )
+
+
+def test_a_body_cut_off_midway_is_retried(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 5)
+    spotify_server.enqueue_truncated_response(RECENTLY_PLAYED, times=2)
+
+    load_plays()
+
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "Response body cut off midway (Content-Length not met)",
+        tried=2,
+        lost=lost,
+        duplicated=duplicated,
+        result=RETRIED,
+    )
+
+
+def test_a_burst_of_mixed_failures_within_the_retry_budget_is_survived(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 8)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 500)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 502, body="<html><body>Bad gateway</body></html>")
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, headers={"Retry-After": "0"})
+    spotify_server.enqueue_connection_reset(RECENTLY_PLAYED)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 503)
+
+    load_plays()
+
+    assert len(history_requests(spotify_server)) == settings.MAX_ATTEMPTS
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "Burst of 5 failures in a row (500, HTML 502, 429, reset, 503)",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result=RETRIED,
+    )
+
+
+def test_repeated_rate_limits_are_each_honoured(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 3)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, headers={"Retry-After": "1"}, times=2)
+
+    load_plays()
+
+    first, second, third = history_requests(spotify_server)
+    assert second.received_at - first.received_at >= 0.9
+    assert third.received_at - second.received_at >= 0.9
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "429 twice in a row, Retry-After: 1",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result="waited as asked each time; every play loaded",
+    )
+
+
+def test_a_burst_longer_than_the_retry_budget_fails_cleanly_and_the_next_run_recovers(
+    load_plays, spotify_server, database_url
+):
+    add_plays(spotify_server, 7)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 503, times=settings.MAX_ATTEMPTS)
+
+    with pytest.raises(SpotifyApiError, match=r"HTTP 503"):
+        load_plays()
+    assert stored_plays(database_url) == []
+
+    load_plays()
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        f"503 burst longer than the retry budget ({settings.MAX_ATTEMPTS} in a row)",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result=FAILED_THEN_RECOVERED,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ("<!doctype html><title>Captive portal</title><p>Sign in to the Wi-Fi</p>", "text/html"),
+        ('{"items": [', "application/json"),
+        ("", "application/json"),
+        ('["items"]', "application/json"),
+    ],
+    ids=["html", "truncated-json", "empty", "json-array"],
+)
+def test_a_200_that_is_not_a_json_object_fails_cleanly_and_the_next_run_recovers(
+    load_plays, spotify_server, database_url, body, content_type
+):
+    add_plays(spotify_server, 4)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 200, body=body, headers={"Content-Type": content_type})
+
+    with pytest.raises(SpotifyApiError, match="not a JSON object"):
+        load_plays()
+    assert stored_plays(database_url) == []
+
+    load_plays()
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "200 whose body is not a JSON object (HTML, cut-off JSON, empty, array)",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result=FAILED_THEN_RECOVERED,
+    )
+
+
+def test_me_without_a_user_id_fails_cleanly(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 2)
+    spotify_server.enqueue_fault(ME, 200, body={"display_name": "Nobody", "type": "user"})
+
+    with pytest.raises(SpotifyApiError, match="without a user id"):
+        load_plays()
+    assert stored_plays(database_url) == []
+
+    load_plays()
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "GET /me answered without a user id",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result=FAILED_THEN_RECOVERED,
+    )
+
+
+def run_in_thread(load_plays, **overrides) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["summary"] = load_plays(**overrides)
+        except Exception as exc:  # handed to the test thread, which asserts on it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_token_expiring_between_pages_is_refreshed_once_and_the_run_continues(
+    load_plays, spotify_server, database_url
+):
+    spotify_server.limit_page_size(10)
+    add_plays(spotify_server, 35)
+    third_page = spotify_server.hold_requests(RECENTLY_PLAYED, skip=2)
+
+    thread, outcome = run_in_thread(load_plays)
+    assert third_page.wait_for_request()
+    spotify_server.expire_access_tokens()  # the access token dies while the run is paging
+    third_page.release()
+    thread.join(timeout=60)
+
+    assert outcome["summary"]["plays_loaded"] == 35
+    assert len([r for r in spotify_server.requests if r.path == TOKEN]) == 2  # the first, and one refresh
+    assert len(history_requests(spotify_server)) == 5  # 4 pages, one of them asked twice
+    lost, duplicated = assert_all_loaded(spotify_server, database_url)
+    record(
+        "Spotify API",
+        "Access token expires between page 2 and 3 of a 4-page run",
+        tried=1,
+        lost=lost,
+        duplicated=duplicated,
+        result="refreshed once, continued; every play loaded",
+    )
+
+
+def test_a_refresh_token_revoked_mid_run_writes_nothing_and_says_to_reauthorise(
+    load_plays, spotify_server, database_url
+):
+    spotify_server.limit_page_size(10)
+    add_plays(spotify_server, 35)
+    third_page = spotify_server.hold_requests(RECENTLY_PLAYED, skip=2)
+
+    thread, outcome = run_in_thread(load_plays)
+    assert third_page.wait_for_request()
+    spotify_server.expire_access_tokens()
+    spotify_server.revoke_refresh_token()  # the user removed the app's access while the run was paging
+    third_page.release()
+    thread.join(timeout=60)
+
+    error = outcome["error"]
+    assert isinstance(error, SpotifyAuthError)
+    assert "invalid_grant" in str(error) and "python -m pipelines auth" in str(error)
+    assert SPOTIFY_REFRESH_TOKEN not in str(error) and SPOTIFY_CLIENT_SECRET not in str(error)
+    assert stored_plays(database_url) == []  # the two pages already read were not half-loaded
+    record(
+        "Spotify API",
+        "Refresh token revoked between page 2 and 3 (invalid_grant)",
+        tried=1,
+        lost=None,
+        duplicated=0,
+        result="stopped, nothing half-written; error says to re-run `auth`",
+    )
+
+
+# --- items: extra, missing and unstorable fields ----------------------------------------------------------
+
+
+def item(track: dict | None, minutes: int, **extra) -> dict:
+    played_at = START + timedelta(minutes=minutes, milliseconds=7)
+    return {
+        "track": track,
+        "played_at": played_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        "context": None,
+        **extra,
+    }
+
+
+def test_items_with_extra_missing_or_unusable_fields_are_kept_counted_or_repaired(
+    spotify_server, database_url, loader_env, child_pipelines_dir
+):
+    from pipelines.sample_server import make_track
+
+    extra = make_track("Extra Keys", "Someone")
+    extra.update({"new_field_2027": {"nested": [1, 2, {"deep": None}]}, "is_playable": True})
+    missing = make_track("Missing Keys", "Someone")
+    for key in ("popularity", "preview_url", "external_ids", "available_markets", "explicit", "is_local"):
+        missing.pop(key)
+    missing["album"].pop("images")
+    unstorable = make_track("Nul\x00In\x00Name", "Artist\x00Zero")
+    usable = [
+        item(extra, 0, played_from="a key Spotify may add one day"),
+        item(missing, 4),
+        item(unstorable, 8),
+    ]
+    unusable = [
+        item(None, 12),  # a play whose track Spotify could not return
+        {"played_at": "2026-11-20T08:16:00.000Z"},  # no track at all
+        item(make_track("No Time", "Someone"), 20) | {"played_at": None},
+        item(make_track("Bad Time", "Someone"), 24) | {"played_at": "yesterday-ish"},
+        "not an object",
+    ]
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 200, body={"items": usable + unusable, "next": None})
+
+    result = run_cli(loader_env, "load")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded 3 plays into raw.recently_played" in result.stderr
+    assert "skipped 5 unusable items" in result.stderr
+    # Four strings held NUL: the track's and album's names (a single is named after its track), and the
+    # artist's name in the track's and in the album's artist list.
+    assert "in 4 strings" in result.stderr
+    stored = query(database_url, "select track from raw.recently_played order by played_at")
+    assert stored[0][0]["new_field_2027"] == {"nested": [1, 2, {"deep": None}]}  # extra keys kept verbatim
+    assert "popularity" not in stored[1][0]
+    assert stored[2][0]["name"] == "Nul\ufffdIn\ufffdName"
+    record(
+        "API items",
+        "Extra keys in item and track; optional keys missing",
+        tried=2,
+        lost=0,
+        duplicated=0,
+        result="loaded verbatim",
+    )
+    record(
+        "API items",
+        "NUL characters in names (PostgreSQL cannot store U+0000)",
+        tried=1,
+        lost=0,
+        duplicated=0,
+        result="replaced by U+FFFD, counted, loaded",
+    )
+    record(
+        "API items",
+        "No track, null track, null or unparsable played_at, not an object",
+        tried=5,
+        lost=None,
+        duplicated=0,
+        result="skipped, counted in the run summary and the CLI output",
+    )
