@@ -1,8 +1,3 @@
--- A view, not ephemeral: PostgreSQL always inlines a view into the query that reads it, so the
--- incremental marts' filters (new loads, a few days) reach the raw tables' indexes; an ephemeral CTE
--- read twice would be computed in full, over the whole history, on every run.
-{{ config(materialized='view', schema='staging') }}
-
 -- The export's plays, each once: an account-data play (names, minute precision) that the extended
 -- history also holds is dropped in favour of the extended one (URIs, seconds, playback fields).
 with

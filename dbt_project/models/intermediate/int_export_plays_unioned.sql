@@ -1,8 +1,3 @@
--- A view, not ephemeral: PostgreSQL always inlines a view into the query that reads it, so the
--- incremental marts' filters (new loads, a few days) reach the raw tables' indexes; an ephemeral CTE
--- read twice would be computed in full, over the whole history, on every run.
-{{ config(materialized='view', schema='staging') }}
-
 -- Both export formats as one relation of plays, with the time window in which the same play,
 -- seen by the API or by the other format, is looked for. Extended history times are exact to the
 -- second; account data truncates to the minute, so its window spans that minute.
