@@ -36,10 +36,11 @@ def history_requests(server) -> list:
     return [request for request in server.requests if request.path == RECENTLY_PLAYED]
 
 
-def assert_all_loaded(server, database) -> tuple[int, int]:
+def record_all_loaded(server, database, fault: str, *, tried: int, result: str) -> None:
+    """Assert every served play is stored exactly once, then record the fault's outcome for the report."""
     lost, duplicated = lost_and_duplicated(server, database)
     assert (lost, duplicated) == (0, 0)
-    return lost, duplicated
+    record("Spotify API", fault, tried=tried, lost=lost, duplicated=duplicated, result=result)
 
 
 def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_server, database_url):
@@ -51,13 +52,11 @@ def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_ser
 
     assert summary["plays_loaded"] == 6
     assert len(history_requests(spotify_server)) == 3  # two resets, then the answer
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "Connection reset (TCP RST) on token, /me and history",
         tried=4,
-        lost=lost,
-        duplicated=duplicated,
         result=RETRIED,
     )
 
@@ -70,13 +69,11 @@ def test_read_timeouts_are_retried(load_plays, spotify_server, database_url, mon
     load_plays()
 
     assert len(history_requests(spotify_server)) == 3
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "Read timeout (response slower than the client waits)",
         tried=2,
-        lost=lost,
-        duplicated=duplicated,
         result=RETRIED,
     )
 
@@ -87,13 +84,11 @@ def test_a_body_cut_off_midway_is_retried(load_plays, spotify_server, database_u
 
     load_plays()
 
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "Response body cut off midway (Content-Length not met)",
         tried=2,
-        lost=lost,
-        duplicated=duplicated,
         result=RETRIED,
     )
 
@@ -109,13 +104,11 @@ def test_a_burst_of_mixed_failures_within_the_retry_budget_is_survived(load_play
     load_plays()
 
     assert len(history_requests(spotify_server)) == settings.MAX_ATTEMPTS
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "Burst of 5 failures in a row (500, HTML 502, 429, reset, 503)",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result=RETRIED,
     )
 
@@ -129,13 +122,11 @@ def test_repeated_rate_limits_are_each_honoured(load_plays, spotify_server, data
     first, second, third = history_requests(spotify_server)
     assert second.received_at - first.received_at >= 0.9
     assert third.received_at - second.received_at >= 0.9
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "429 twice in a row, Retry-After: 1",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="waited as asked each time; every play loaded",
     )
 
@@ -151,13 +142,11 @@ def test_a_burst_longer_than_the_retry_budget_fails_cleanly_and_the_next_run_rec
     assert stored_plays(database_url) == []
 
     load_plays()
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         f"503 burst longer than the retry budget ({settings.MAX_ATTEMPTS} in a row)",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result=FAILED_THEN_RECOVERED,
     )
 
@@ -183,13 +172,11 @@ def test_a_200_that_is_not_a_json_object_fails_cleanly_and_the_next_run_recovers
     assert stored_plays(database_url) == []
 
     load_plays()
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "200 whose body is not a JSON object (HTML, cut-off JSON, empty, array)",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result=FAILED_THEN_RECOVERED,
     )
 
@@ -203,13 +190,11 @@ def test_me_without_a_user_id_fails_cleanly(load_plays, spotify_server, database
     assert stored_plays(database_url) == []
 
     load_plays()
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "GET /me answered without a user id",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result=FAILED_THEN_RECOVERED,
     )
 
@@ -244,13 +229,11 @@ def test_a_token_expiring_between_pages_is_refreshed_once_and_the_run_continues(
     assert outcome["summary"]["plays_loaded"] == 35
     assert len([r for r in spotify_server.requests if r.path == TOKEN]) == 2  # the first, and one refresh
     assert len(history_requests(spotify_server)) == 5  # 4 pages, one of them asked twice
-    lost, duplicated = assert_all_loaded(spotify_server, database_url)
-    record(
-        "Spotify API",
+    record_all_loaded(
+        spotify_server,
+        database_url,
         "Access token expires between page 2 and 3 of a 4-page run",
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="refreshed once, continued; every play loaded",
     )
 
