@@ -10,6 +10,7 @@ from typing import Any
 from pipelines.database import DatabaseUrl
 from pipelines.spotify.helpers import parse_played_at
 from tests.conftest import query
+from tests.reliability.report import record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RECENTLY_PLAYED = "/v1/me/player/recently-played"
@@ -27,6 +28,13 @@ def lost_and_duplicated(server: Any, database: DatabaseUrl) -> tuple[int, int]:
     served = {(server.user_id, parse_played_at(item["played_at"])) for item in server.plays}
     stored = stored_plays(database)
     return len(served - set(stored)), len(stored) - len(set(stored))
+
+
+def record_all_loaded(area: str, fault: str, server: Any, database: DatabaseUrl, *, tried: int, result: str) -> None:
+    """Assert every play the server served is stored exactly once, then record the outcome for the report."""
+    lost, duplicated = lost_and_duplicated(server, database)
+    assert (lost, duplicated) == (0, 0)
+    record(area, fault, tried=tried, lost=lost, duplicated=duplicated, result=result)
 
 
 def cli_process(env: dict[str, str], *args: str, **popen: Any) -> subprocess.Popen:

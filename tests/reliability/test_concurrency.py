@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pipelines.locking import EXIT_LOCKED
-from tests.reliability.helpers import RECENTLY_PLAYED, assert_one_clear_error, cli_process, lost_and_duplicated
+from tests.reliability.helpers import RECENTLY_PLAYED, assert_one_clear_error, cli_process, record_all_loaded
 from tests.reliability.report import record
 from tests.spotify.test_recently_played import add_plays
 from tests.test_cli import run_cli
@@ -52,14 +52,12 @@ def test_a_second_run_exits_75_naming_the_run_that_holds_the_lock(
     hold.release()
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 0, stderr[-2000:]
-    lost, duplicated = lost_and_duplicated(spotify_server, database_url)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "Concurrency",
         "A second CLI command while a `load` runs (load, run, transform, import-history, grant-roles)",
+        spotify_server,
+        database_url,
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="second exits 75 with one line naming the holder; first completes",
     )
 
@@ -73,14 +71,12 @@ def test_the_lock_dies_with_a_killed_holder(held_load, loader_env, spotify_serve
     second = run_cli(loader_env, "load")  # straight away: PostgreSQL ended the dead session and its lock
 
     assert second.returncode == 0, second.stderr[-2000:]
-    lost, duplicated = lost_and_duplicated(spotify_server, database_url)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "Concurrency",
         "Lock holder killed with SIGKILL, next run started at once",
+        spotify_server,
+        database_url,
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="lock ended with the session; the next run loaded every play",
     )
 
@@ -106,14 +102,12 @@ def test_the_airflow_load_task_and_a_cli_load_never_interleave(
     first.communicate(timeout=60)
     assert first.returncode == 0
     assert orchestration.load_task()["plays_loaded"] == 0  # the retry: everything was already loaded, once
-    lost, duplicated = lost_and_duplicated(spotify_server, database_url)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "Concurrency",
         "Airflow load task while a CLI `load` runs",
+        spotify_server,
+        database_url,
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="task fails with PipelineLockedError and Airflow retries it; nothing interleaves",
     )
 

@@ -18,7 +18,13 @@ from pipelines.errors import PipelineError
 from pipelines.load import default_pipelines_dir
 from pipelines.settings import POSTGRES_CONN_ID
 from tests.conftest import query
-from tests.reliability.helpers import RECENTLY_PLAYED, assert_one_clear_error, cli_process, lost_and_duplicated
+from tests.reliability.helpers import (
+    RECENTLY_PLAYED,
+    assert_one_clear_error,
+    cli_process,
+    lost_and_duplicated,
+    record_all_loaded,
+)
 from tests.reliability.report import record
 from tests.spotify.test_recently_played import START, add_plays
 from tests.test_cli import cli_env, run_cli, spotify_env
@@ -61,14 +67,12 @@ def test_postgres_stopping_while_the_run_talks_to_spotify(embedded_server, spoti
     retry = run_cli(env, "load")
     assert retry.returncode == 0, retry.stderr[-2000:]
     assert "loaded 6 plays" in retry.stderr
-    lost, duplicated = lost_and_duplicated(spotify_server, database)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "PostgreSQL",
         "Server stops while the run waits on Spotify, then refuses connections",
+        spotify_server,
+        database,
         tried=2,
-        lost=lost,
-        duplicated=duplicated,
         result=RECOVERED,
     )
 
@@ -96,14 +100,12 @@ def test_postgres_stopping_in_the_middle_of_the_merge(embedded_server, spotify_s
     retry = run_cli(env, "load")
     assert retry.returncode == 0, retry.stderr[-2000:]
     assert "finishing 1 load package(s)" in retry.stderr
-    lost, duplicated = lost_and_duplicated(spotify_server, database)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "PostgreSQL",
         "Server stops while the merge into raw runs",
+        spotify_server,
+        database,
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="run failed in one line; the retry finished the pending package, every play once",
     )
 
@@ -128,14 +130,12 @@ def test_postgres_restarting_mid_run_loses_nothing(embedded_server, spotify_serv
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == 0, stderr[-2000:]  # dlt opens fresh connections for the load step
-    lost, duplicated = lost_and_duplicated(spotify_server, database)
-    assert (lost, duplicated) == (0, 0)
-    record(
+    record_all_loaded(
         "PostgreSQL",
         "Server restarts while the run waits on Spotify",
+        spotify_server,
+        database,
         tried=1,
-        lost=lost,
-        duplicated=duplicated,
         result="run completed on fresh connections; every play once",
     )
 

@@ -15,7 +15,7 @@ import pytest
 from pipelines.spotify import settings
 from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query
-from tests.reliability.helpers import RECENTLY_PLAYED, lost_and_duplicated, stored_plays
+from tests.reliability.helpers import RECENTLY_PLAYED, record_all_loaded, stored_plays
 from tests.reliability.report import record
 from tests.spotify.test_recently_played import START, add_plays
 from tests.test_cli import run_cli
@@ -36,13 +36,6 @@ def history_requests(server) -> list:
     return [request for request in server.requests if request.path == RECENTLY_PLAYED]
 
 
-def record_all_loaded(server, database, fault: str, *, tried: int, result: str) -> None:
-    """Assert every served play is stored exactly once, then record the fault's outcome for the report."""
-    lost, duplicated = lost_and_duplicated(server, database)
-    assert (lost, duplicated) == (0, 0)
-    record("Spotify API", fault, tried=tried, lost=lost, duplicated=duplicated, result=result)
-
-
 def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_server, database_url):
     add_plays(spotify_server, 6)
     for path in (TOKEN, ME, RECENTLY_PLAYED, RECENTLY_PLAYED):
@@ -53,9 +46,10 @@ def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_ser
     assert summary["plays_loaded"] == 6
     assert len(history_requests(spotify_server)) == 3  # two resets, then the answer
     record_all_loaded(
+        "Spotify API",
+        "Connection reset (TCP RST) on token, /me and history",
         spotify_server,
         database_url,
-        "Connection reset (TCP RST) on token, /me and history",
         tried=4,
         result=RETRIED,
     )
@@ -70,9 +64,10 @@ def test_read_timeouts_are_retried(load_plays, spotify_server, database_url, mon
 
     assert len(history_requests(spotify_server)) == 3
     record_all_loaded(
+        "Spotify API",
+        "Read timeout (response slower than the client waits)",
         spotify_server,
         database_url,
-        "Read timeout (response slower than the client waits)",
         tried=2,
         result=RETRIED,
     )
@@ -85,9 +80,10 @@ def test_a_body_cut_off_midway_is_retried(load_plays, spotify_server, database_u
     load_plays()
 
     record_all_loaded(
+        "Spotify API",
+        "Response body cut off midway (Content-Length not met)",
         spotify_server,
         database_url,
-        "Response body cut off midway (Content-Length not met)",
         tried=2,
         result=RETRIED,
     )
@@ -105,9 +101,10 @@ def test_a_burst_of_mixed_failures_within_the_retry_budget_is_survived(load_play
 
     assert len(history_requests(spotify_server)) == settings.MAX_ATTEMPTS
     record_all_loaded(
+        "Spotify API",
+        "Burst of 5 failures in a row (500, HTML 502, 429, reset, 503)",
         spotify_server,
         database_url,
-        "Burst of 5 failures in a row (500, HTML 502, 429, reset, 503)",
         tried=1,
         result=RETRIED,
     )
@@ -123,9 +120,10 @@ def test_repeated_rate_limits_are_each_honoured(load_plays, spotify_server, data
     assert second.received_at - first.received_at >= 0.9
     assert third.received_at - second.received_at >= 0.9
     record_all_loaded(
+        "Spotify API",
+        "429 twice in a row, Retry-After: 1",
         spotify_server,
         database_url,
-        "429 twice in a row, Retry-After: 1",
         tried=1,
         result="waited as asked each time; every play loaded",
     )
@@ -143,9 +141,10 @@ def test_a_burst_longer_than_the_retry_budget_fails_cleanly_and_the_next_run_rec
 
     load_plays()
     record_all_loaded(
+        "Spotify API",
+        f"503 burst longer than the retry budget ({settings.MAX_ATTEMPTS} in a row)",
         spotify_server,
         database_url,
-        f"503 burst longer than the retry budget ({settings.MAX_ATTEMPTS} in a row)",
         tried=1,
         result=FAILED_THEN_RECOVERED,
     )
@@ -173,9 +172,10 @@ def test_a_200_that_is_not_a_json_object_fails_cleanly_and_the_next_run_recovers
 
     load_plays()
     record_all_loaded(
+        "Spotify API",
+        "200 whose body is not a JSON object (HTML, cut-off JSON, empty, array)",
         spotify_server,
         database_url,
-        "200 whose body is not a JSON object (HTML, cut-off JSON, empty, array)",
         tried=1,
         result=FAILED_THEN_RECOVERED,
     )
@@ -191,9 +191,10 @@ def test_me_without_a_user_id_fails_cleanly(load_plays, spotify_server, database
 
     load_plays()
     record_all_loaded(
+        "Spotify API",
+        "GET /me answered without a user id",
         spotify_server,
         database_url,
-        "GET /me answered without a user id",
         tried=1,
         result=FAILED_THEN_RECOVERED,
     )
@@ -230,9 +231,10 @@ def test_a_token_expiring_between_pages_is_refreshed_once_and_the_run_continues(
     assert len([r for r in spotify_server.requests if r.path == TOKEN]) == 2  # the first, and one refresh
     assert len(history_requests(spotify_server)) == 5  # 4 pages, one of them asked twice
     record_all_loaded(
+        "Spotify API",
+        "Access token expires between page 2 and 3 of a 4-page run",
         spotify_server,
         database_url,
-        "Access token expires between page 2 and 3 of a 4-page run",
         tried=1,
         result="refreshed once, continued; every play loaded",
     )
