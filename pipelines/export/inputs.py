@@ -7,8 +7,8 @@ files are read, the rest is listed as skipped. Files are opened lazily, one at a
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -16,6 +16,7 @@ from typing import IO
 from pipelines.errors import ConfigError
 from pipelines.export.formats import ExportFormat, format_of, sniff_format
 from pipelines.export.problems import ExportFileError
+from pipelines.export.zip_members import open_member
 
 SNIFF_BYTES = 4096
 
@@ -118,9 +119,4 @@ def _file_opener(path: Path) -> Callable[[], AbstractContextManager[IO[bytes]]]:
 
 
 def _member_opener(archive_path: Path, member: str) -> Callable[[], AbstractContextManager[IO[bytes]]]:
-    @contextmanager
-    def open_member() -> Iterator[IO[bytes]]:
-        with zipfile.ZipFile(archive_path) as archive, archive.open(member) as stream:
-            yield stream
-
-    return open_member
+    return lambda: open_member(archive_path, member)
