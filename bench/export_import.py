@@ -50,8 +50,7 @@ import json, sys
 from pathlib import Path
 from pipelines.database import DatabaseUrl
 from pipelines.export.importer import import_history
-summary = import_history(DatabaseUrl.parse(sys.argv[1]), [Path(sys.argv[2])], user_id=sys.argv[3],
-                         pipelines_dir=Path(sys.argv[4]))
+summary = import_history(DatabaseUrl.parse(sys.argv[1]), [Path(sys.argv[2])], user_id=sys.argv[3])
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
 peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({"seconds": summary.seconds, "read": summary.rows_read, "loaded": summary.rows_loaded,
@@ -125,7 +124,7 @@ def copy_baselines(database: DatabaseUrl, archive: Path) -> dict[str, float]:
 
 def run_import(database: DatabaseUrl, archive: Path, work: Path) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, str(database), str(archive), USER, str(work / "dlt")],
+        [sys.executable, "-c", CHILD, str(database), str(archive), USER],
         cwd=ROOT,
         env={**os.environ, **ENV, "PYTHONPATH": str(ROOT)},
         capture_output=True,

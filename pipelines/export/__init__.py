@@ -2,8 +2,9 @@
 
 - `inputs`: find the streaming-history files in a zip, a folder or single files;
 - `formats`: the two formats (extended streaming history, account data), their fields and raw tables;
+- `zip_members`: fast, CRC-checked streams of the zip's files;
 - `json_array` + `reader`: decode a file chunk by chunk into validated Arrow batches (flat memory);
-- `source`: the dlt source (Arrow batches -> CSV file imports -> COPY);
-- `importer`: run it, then commit the new plays in one transaction (dedup, import log);
+- `importer` + `copy_worker`: stream the batches into the raw tables with COPY, overlapping parsing and
+  loading, and commit the new plays in one transaction (dedup, import log); `tracking`: counts per file;
 - `command`: the CLI's progress bar and summary; `problems`: errors naming file and row.
 """

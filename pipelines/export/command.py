@@ -92,6 +92,8 @@ def print_summary(summary: ImportSummary, console: Console, include_network_data
     for name, count in sorted(summary.loaded_by_table.items()):
         table.add_row(f"  into raw.{name}", f"{count:,}")
     table.add_row("duplicates skipped (already stored)", f"{summary.duplicates_skipped:,}")
+    if summary.files_reread:
+        table.add_row("files read twice (they repeated stored plays)", f"{summary.files_reread:,}")
     table.add_row("files rejected", f"{len(summary.rejected):,}")
     table.add_row("other export files (not streaming history)", f"{len(summary.files_skipped):,}")
     table.add_row("time", f"{summary.seconds:,.1f} s ({summary.rows_per_second:,.0f} rows/s)")

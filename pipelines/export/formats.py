@@ -8,7 +8,7 @@
   names but no URIs.
 
 Every field is declared once here: its JSON name, its column in `raw`, its Arrow and PostgreSQL types. The
-reader, the dlt source and the table DDL are all generated from these declarations.
+reader, the import's COPY and the table DDL are all generated from these declarations.
 """
 
 from __future__ import annotations
@@ -51,11 +51,6 @@ class ExportFormat:
     fields: tuple[Field, ...]
     struct: type[msgspec.Struct]
     table: str  # the deduplicated raw table dbt reads
-
-    @property
-    def incoming_table(self) -> str:
-        """Where dlt lands one import before it is deduplicated into `table`."""
-        return f"{self.table}_incoming"
 
     def columns(self, include_network_data: bool) -> list[Field]:
         """The fields an import loads."""
@@ -201,20 +196,6 @@ def arrow_schema(export_format: ExportFormat, include_network_data: bool) -> pa.
     )
 
 
-def dlt_columns(export_format: ExportFormat, include_network_data: bool) -> dict[str, dict[str, object]]:
-    """dlt column hints, so every column exists even when an import holds only nulls in it."""
-    dlt_types = {TEXT: "text", BIGINT: "bigint", BOOL: "bool"}
-    columns: dict[str, dict[str, object]] = {
-        USER_COLUMN: {"data_type": "text", "nullable": False},
-        FILE_COLUMN: {"data_type": "text", "nullable": False},
-        export_format.time_column: {"data_type": "timestamp", "timezone": True, "nullable": False},
-    }
-    for field in export_format.columns(include_network_data):
-        columns[field.column] = {"data_type": dlt_types[field.arrow_type], "nullable": True}
-    columns[ITEM_KEY_COLUMN] = {"data_type": "text", "nullable": False}
-    return columns
-
-
 def item_key(export_format: ExportFormat, columns: dict[str, pa.Array]) -> pa.Array:
     """What was played, as one text per row, computed with Arrow's vectorised kernels.
 
@@ -223,12 +204,20 @@ def item_key(export_format: ExportFormat, columns: dict[str, pa.Array]) -> pa.Ar
     there is one; names count only without a URI (account data never has URIs), because Spotify's names can
     change between two exports while URIs do not.
     """
-    names = [pc.fill_null(columns[name], "") for name in _NAME_COLUMNS[export_format.name]]
-    by_name = pc.binary_join_element_wise(pa.scalar(NAME_KEY_PREFIX), *names, ITEM_KEY_SEPARATOR)
     if export_format is ACCOUNT:
-        return by_name
+        return _name_key(export_format, columns)
     uri = pc.coalesce(columns["spotify_track_uri"], columns["spotify_episode_uri"], columns["audiobook_chapter_uri"])
-    return pc.coalesce(uri, by_name)
+    if not uri.null_count:
+        return uri
+    # Names only where there is no URI (few rows): joining names is the dearest part of the key.
+    without_uri = pc.is_null(uri)
+    named = _name_key(export_format, {name: pc.filter(array, without_uri) for name, array in columns.items()})
+    return pc.replace_with_mask(uri, without_uri, named)
+
+
+def _name_key(export_format: ExportFormat, columns: dict[str, pa.Array]) -> pa.Array:
+    names = [pc.fill_null(columns[name], "") for name in _NAME_COLUMNS[export_format.name]]
+    return pc.binary_join_element_wise(pa.scalar(NAME_KEY_PREFIX), *names, ITEM_KEY_SEPARATOR)
 
 
 ITEM_KEY_COLUMN = "item_key"

@@ -1,32 +1,46 @@
-"""Import Spotify's privacy export into `raw`: dlt lands it, one SQL transaction commits the new plays.
+"""Import Spotify's privacy export into `raw`, in one transaction, at the speed of a bulk `COPY`.
 
-1. dlt (Arrow batches written as CSV files, loaded with `COPY`) lands the import in the unlogged
-   `raw.export_*_incoming` tables.
-2. One transaction inserts the plays not stored yet into `raw.export_extended_plays` /
-   `raw.export_account_plays`, whose primary key is (user_id, end time, ms_played, item_key) (see
-   `formats.item_key`), logs each file in `raw.export_files`, and empties the incoming tables.
+Each streaming-history file becomes one `COPY` job (see `copy_worker`): its plays, decoded and validated
+chunk by chunk (`reader`), stream as CSV into PostgreSQL while the next chunk is parsed. A file goes one of
+two ways:
 
-So a reimport adds nothing, a file that fails validation leaves nothing behind, and what is already stored is
-never touched: rows are only ever inserted, and only after every file was read and checked.
+- **straight** into its raw table (`raw.export_extended_plays` / `raw.export_account_plays`), when it starts
+  outside every time range stored for the user or read earlier in this import: a first import, or a newer
+  export's new months, costs one `COPY`;
+- **through a scratch table**, when it may repeat plays that are stored already (a reimport, an overlapping
+  newer export, the same file twice): copied into a temporary table, then inserted with
+  `on conflict do nothing`. A straight file that turns out to repeat a stored play (the raw tables' primary
+  key is user, end time, ms played and item, see `formats.item_key`) is undone by its savepoint and read again
+  this way.
+
+The files are logged in `raw.export_files`, and everything commits at once: a reimport adds nothing, a file
+that fails validation leaves nothing behind, a crash or kill rolls the whole import back, and what is already
+stored is never touched. The API's loads go through dlt (incremental cursor, merge, schema evolution); the
+export is a one-off bulk load of a fixed format, where dlt's extract, normalise and load steps (one after
+the other, with files in between) would cost more than the whole import (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import psycopg2
-from psycopg2 import errors, sql
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from dlt.common.storages.load_package import create_load_id
+from psycopg2 import sql
 
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
+from pipelines.export.copy_worker import CopyJob, CopyWorker, Outcome
 from pipelines.export.formats import (
     FILE_COLUMN,
     FORMATS,
@@ -37,18 +51,15 @@ from pipelines.export.formats import (
 )
 from pipelines.export.inputs import Discovery, ExportFile, discover
 from pipelines.export.problems import ExportFileError, ImportRejectedError
-from pipelines.export.source import FileReport, ReadTracker, spotify_export
+from pipelines.export.reader import read_batches
+from pipelines.export.tracking import FileReport, ReadTracker, time_range
 
 log = logging.getLogger(__name__)
 
-PIPELINE_NAME = "spotify_export"
 RAW_SCHEMA = "raw"
 FILES_TABLE = "export_files"
-# The load package's CSV files are read once, by COPY: compressing or keeping them only costs time and disk.
-_DLT_ENV = {
-    f"{PIPELINE_NAME.upper()}__NORMALIZE__DATA_WRITER__DISABLE_COMPRESSION": "true",
-    f"{PIPELINE_NAME.upper()}__LOAD__DELETE_COMPLETED_JOBS": "true",
-}
+LOAD_ID_COLUMN = "_dlt_load_id"  # dlt's name and format, so dbt reads API and export loads alike
+_CSV = pa_csv.WriteOptions(include_header=False)
 
 
 @dataclass
@@ -64,6 +75,7 @@ class ImportSummary:
     rejected: list[ExportFileError] = field(default_factory=list)
     loaded_by_table: dict[str, int] = field(default_factory=dict)
     load_id: str | None = None
+    files_reread: int = 0  # files sent straight that repeated stored plays, read again through the scratch table
     seconds: float = 0.0
 
     @property
@@ -78,7 +90,6 @@ def import_history(
     user_id: str | None = None,
     include_network_data: bool = False,
     skip_invalid_files: bool = False,
-    pipelines_dir: Path | None = None,
     on_discovered: Callable[[Discovery], None] | None = None,
     on_progress: Callable[[ExportFile, int, bool], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -91,15 +102,14 @@ def import_history(
         user_id: The Spotify user the plays belong to; default: the only user in raw.recently_played.
         include_network_data: Also store IP addresses and user agents (off by default).
         skip_invalid_files: Import the valid files even when some are rejected (default: import nothing).
-        pipelines_dir: dlt's working directory (default: per database, under .data/dlt).
         on_discovered: Told which files will be read, before reading starts.
         on_progress: Told (file, rows read, file done) as reading goes.
-        on_stage: Told when a stage starts ("loading", "committing").
+        on_stage: Told when a stage starts ("re-reading", "committing").
 
     Raises:
         ConfigError: nothing to import, or the user is ambiguous.
         ImportRejectedError: a file is invalid (and skipping was not asked for); nothing was imported.
-        PipelineError: the database failed.
+        PipelineError: the database failed; nothing was imported.
     """
     started = time.perf_counter()
     try:
@@ -109,41 +119,33 @@ def import_history(
     if on_discovered is not None:
         on_discovered(found)
     user = resolve_user_id(database, user_id)
-    summary = ImportSummary(user_id=user, files_skipped=found.skipped)
+    ensure_tables(database)
+    summary = ImportSummary(user_id=user, files_skipped=found.skipped, load_id=create_load_id())
     tracker = ReadTracker(skip_invalid_files=skip_invalid_files, on_progress=on_progress)
 
-    from pipelines.load import make_pipeline
-
-    pipeline = make_pipeline(database, pipelines_dir, pipeline_name=PIPELINE_NAME)
-    _discard_pending(pipeline)
-    ensure_tables(database)
-    _empty_incoming(database)
+    conn = database.connect()
     try:
-        with tempfile.TemporaryDirectory(prefix="spotify-export-") as work_dir, _environment(_DLT_ENV):
-            source = spotify_export(
-                found.files, user, Path(work_dir), include_network_data=include_network_data, tracker=tracker
-            )
-            info = pipeline.run(source, loader_file_format="csv")
-            info.raise_on_failed_jobs()
-    except Exception as exc:  # dlt wraps everything; an invalid file is the common, actionable case
-        _discard_pending(pipeline)
-        _empty_incoming(database)
-        if tracker.rejected:
-            raise ImportRejectedError(tracker.rejected) from None
-        raise _actionable(exc) from None
+        with conn.cursor() as cur:
+            loaded = _ImportRun(cur, summary, tracker, include_network_data).load(found.files, on_stage)
+            if on_stage is not None:
+                on_stage("committing")
+            _log_files(cur, summary, tracker.accepted)
+            for export_format in FORMATS:
+                # Fresh statistics right away: dbt's incremental filters (new loads, a few days) only use the
+                # indexes when the planner knows how load ids and times are spread.
+                if loaded.get(export_format.table):
+                    cur.execute(sql.SQL("analyze {}").format(sql.Identifier(RAW_SCHEMA, export_format.table)))
+        conn.commit()
+    except psycopg2.Error as exc:
+        raise PipelineError(f"the import failed, nothing was imported: {_first_line(exc)}") from None
+    finally:
+        conn.close()  # without a commit, PostgreSQL rolls everything back
 
     summary.files_read = len(tracker.files)
     summary.rejected = tracker.rejected
     summary.rows_read = tracker.rows_read
-    summary.load_id = info.loads_ids[-1] if info.loads_ids else None
-    if on_stage is not None:
-        on_stage("committing")
-    if summary.load_id is not None:
-        accepted = [report for report in tracker.files if report.error is None and report.rows]
-        summary.loaded_by_table = commit_import(database, summary.load_id, user, accepted)
-    else:
-        _empty_incoming(database)
-    summary.rows_loaded = sum(summary.loaded_by_table.values())
+    summary.loaded_by_table = loaded
+    summary.rows_loaded = sum(loaded.values())
     summary.duplicates_skipped = summary.rows_read - summary.rows_loaded
     summary.seconds = time.perf_counter() - started
     log.info(
@@ -154,6 +156,128 @@ def import_history(
         summary.seconds,
     )
     return summary
+
+
+class _ImportRun:
+    """Streams an import's files into the raw tables on one cursor (one transaction), choosing each file's way."""
+
+    def __init__(self, cur: Any, summary: ImportSummary, tracker: ReadTracker, include_network_data: bool) -> None:
+        self.cur = cur
+        self.summary = summary
+        self.tracker = tracker
+        self.include_network_data = include_network_data
+        self.load_id = pa.scalar(summary.load_id, pa.string())
+        # Per format: the (first, last) play times stored for the user or read earlier in this import.
+        self.known = {f.name: _stored_ranges(cur, summary.user_id, f) for f in FORMATS}
+        self.scratch = {f.name: _create_scratch_table(cur, f) for f in FORMATS}
+
+    def load(self, files: list[ExportFile], on_stage: Callable[[str], None] | None) -> dict[str, int]:
+        """Send every file; return the plays inserted per raw table.
+
+        Raises:
+            ImportRejectedError: a file is invalid and skipping was not asked for.
+        """
+        worker = CopyWorker(self.cur)
+        try:
+            for export_file in files:
+                self._send(worker, export_file, FileReport(export_file), scratch=False)
+            results = worker.wait()
+            repeated = [result.job.tag for result in results if result.outcome is Outcome.DUPLICATE]
+            if repeated:
+                self.summary.files_reread = len(repeated)
+                if on_stage is not None:
+                    on_stage(f"re-reading {len(repeated)} file(s) that repeat stored plays")
+                for report in repeated:
+                    self._send(worker, report.export_file, report, scratch=True, count=False)
+                results = worker.wait()
+        finally:
+            worker.close()
+        loaded = {f.table: 0 for f in FORMATS}
+        for result in results:
+            if result.outcome is Outcome.DONE:
+                loaded[result.job.tag.export_file.export_format.table] += result.rows
+        return {table: rows for table, rows in loaded.items() if rows}
+
+    def _send(
+        self, worker: CopyWorker, export_file: ExportFile, report: FileReport, *, scratch: bool, count: bool = True
+    ) -> None:
+        """Stream one file into a COPY job; record a bad file's error (or raise it, unless skipping)."""
+        export_format = export_file.export_format
+        if count:
+            self.tracker.files.append(report)
+        started = False
+        batches = read_batches(export_file, self.summary.user_id, self.include_network_data)
+        try:
+            first = next(batches, None)
+            if first is not None:
+                worker.start(self._job(report, scratch=scratch or self._may_repeat(export_format, first)))
+                started = True
+                for batch in chain([first], batches):
+                    worker.write(self._csv(batch))
+                    if count:
+                        report.add(batch)
+                        self.tracker.notify(export_file, batch.num_rows, False)
+        except ExportFileError as exc:
+            if started:
+                worker.abort()
+            report.error = exc
+            if not self.tracker.skip_invalid_files:
+                raise ImportRejectedError([exc]) from None
+            log.warning("skipping %s", exc)
+        else:
+            if started:
+                worker.end()
+                self.known[export_format.name].append((report.first_played_at, report.last_played_at))
+        if count:
+            self.tracker.notify(export_file, 0, True)
+
+    def _may_repeat(self, export_format: ExportFormat, first: pa.RecordBatch) -> bool:
+        """Whether the file's first plays fall in a time range stored already or read earlier in this import."""
+        start, end = time_range(first, export_format)
+        known = self.known[export_format.name]
+        return any(start <= known_end and known_start <= end for known_start, known_end in known)
+
+    def _job(self, report: FileReport, *, scratch: bool) -> CopyJob:
+        export_format = report.export_file.export_format
+        columns = sql.SQL(", ").join(map(sql.Identifier, self._columns(export_format)))
+        if not scratch:
+            target = sql.Identifier(RAW_SCHEMA, export_format.table)
+            return CopyJob(self._copy_statement(target, columns), tag=report)
+        scratch_table = sql.Identifier(self.scratch[export_format.name])
+        stored = sql.Identifier(RAW_SCHEMA, export_format.table)
+        insert = sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
+            stored, columns, columns, scratch_table
+        )
+        empty = sql.SQL("truncate {}").format(scratch_table)
+
+        def insert_new_plays(cur: Any) -> int:
+            # `on conflict do nothing` also keeps one of two copies of a play within the file.
+            cur.execute(insert)
+            inserted = cur.rowcount
+            cur.execute(empty)
+            return inserted
+
+        return CopyJob(self._copy_statement(scratch_table, columns), then=insert_new_plays, tag=report)
+
+    def _copy_statement(self, table: sql.Identifier, columns: sql.Composed) -> str:
+        statement = sql.SQL("copy {} ({}) from stdin with (format csv)").format(table, columns)
+        return statement.as_string(self.cur)
+
+    def _columns(self, export_format: ExportFormat) -> list[str]:
+        return [
+            USER_COLUMN,
+            FILE_COLUMN,
+            export_format.time_column,
+            *(f.column for f in export_format.columns(self.include_network_data)),
+            ITEM_KEY_COLUMN,
+            LOAD_ID_COLUMN,
+        ]
+
+    def _csv(self, batch: pa.RecordBatch) -> bytes:
+        batch = batch.append_column(LOAD_ID_COLUMN, pa.repeat(self.load_id, batch.num_rows))
+        out = io.BytesIO()
+        pa_csv.write_csv(batch, out, _CSV)
+        return out.getvalue()
 
 
 def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
@@ -182,7 +306,7 @@ def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
 
 
 def ensure_tables(database: DatabaseUrl) -> None:
-    """Create the raw export tables, their unlogged incoming twins and the import log, if missing."""
+    """Create the raw export tables and the import log, if missing."""
     statements = [sql.SQL("create schema if not exists {}").format(sql.Identifier(RAW_SCHEMA))]
     for export_format in FORMATS:
         columns = [
@@ -198,14 +322,12 @@ def ensure_tables(database: DatabaseUrl) -> None:
             sql.SQL("create table if not exists {} ({}, _dlt_load_id text not null, primary key ({}))").format(
                 table, sql.SQL(", ").join(columns), key
             ),
-            # dbt's incremental models look for new loads.
-            sql.SQL("create index if not exists {} on {} (_dlt_load_id)").format(
-                sql.Identifier(f"{export_format.table}_load"), table
-            ),
-            # Unlogged: an import in flight needs no crash safety (a crashed one is emptied and redone), and
-            # skipping the write-ahead log makes its COPY much cheaper.
-            sql.SQL("create unlogged table if not exists {} ({})").format(
-                sql.Identifier(RAW_SCHEMA, export_format.incoming_table), sql.SQL(", ").join(columns)
+            # dbt's incremental models look for new loads. Rows are only ever appended, one load after the
+            # other, so a BRIN index finds the newest loads' pages as well as a B-tree would, at a fraction
+            # of a B-tree's cost to an import's COPY (bench/RESULTS.md).
+            sql.SQL("drop index if exists {}").format(sql.Identifier(RAW_SCHEMA, f"{export_format.table}_load")),
+            sql.SQL("create index if not exists {} on {} using brin (_dlt_load_id)").format(
+                sql.Identifier(f"{export_format.table}_load_brin"), table
             ),
         ]
     statements.append(
@@ -228,116 +350,51 @@ def ensure_tables(database: DatabaseUrl) -> None:
     _execute(database, statements)
 
 
-def commit_import(database: DatabaseUrl, load_id: str, user_id: str, reports: list[FileReport]) -> dict[str, int]:
-    """Move the landed import into the raw tables in one transaction; return plays inserted per table."""
-    inserted: dict[str, int] = {}
-    conn = database.connect()
-    try:
-        with conn, conn.cursor() as cur:
-            for export_format in FORMATS:
-                if not _table_exists(cur, export_format.incoming_table):
-                    continue
-                inserted[export_format.table] = _insert_new_plays(cur, export_format, load_id)
-                cur.execute(sql.SQL("truncate {}").format(sql.Identifier(RAW_SCHEMA, export_format.incoming_table)))
-                # Fresh statistics right away: dbt's incremental filters (new loads, a few days) only use the
-                # indexes when the planner knows how the load ids and times are spread.
-                cur.execute(sql.SQL("analyze {}").format(sql.Identifier(RAW_SCHEMA, export_format.table)))
-            for report in reports:
-                cur.execute(
-                    sql.SQL(
-                        "insert into {} (_dlt_load_id, user_id, source_file, export_format, rows_read,"
-                        " first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s)"
-                        " on conflict do nothing"
-                    ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
-                    (
-                        load_id,
-                        user_id,
-                        report.export_file.name,
-                        report.export_file.export_format.name,
-                        report.rows,
-                        report.first_played_at,
-                        report.last_played_at,
-                    ),
-                )
-    except psycopg2.Error as exc:
-        raise PipelineError(f"committing the import failed, nothing was imported: {_first_line(exc)}") from None
-    finally:
-        conn.close()
-    return inserted
-
-
-def _insert_new_plays(cur: Any, export_format: ExportFormat, load_id: str) -> int:
-    """Insert the incoming plays not stored yet; a play twice within one import is kept once."""
+def _stored_ranges(cur: Any, user_id: str, export_format: ExportFormat) -> list[tuple[datetime, datetime]]:
+    """The time ranges of the files imported for the user before, from the import log."""
     cur.execute(
-        "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
-        " and column_name not like '\\_dlt\\_%%' order by ordinal_position",
-        (RAW_SCHEMA, export_format.incoming_table),
+        sql.SQL(
+            "select first_played_at, last_played_at from {} where user_id = %s and export_format = %s"
+            " and first_played_at is not null"
+        ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
+        (user_id, export_format.name),
     )
-    columns = sql.SQL(", ").join(sql.Identifier(row[0]) for row in cur.fetchall())
-    incoming = sql.Identifier(RAW_SCHEMA, export_format.incoming_table)
-    stored = sql.Identifier(RAW_SCHEMA, export_format.table)
-    same_play = sql.SQL(" and ").join(
-        sql.SQL("s.{column} = i.{column}").format(column=sql.Identifier(column))
-        for column in primary_key(export_format)
-    )
-    insert = sql.SQL(
-        "insert into {stored} ({columns}, _dlt_load_id) select {columns}, %(load_id)s from {incoming} as i"
-    ).format(stored=stored, columns=columns, incoming=incoming)
-    # Fast path: an anti-join insert. Two copies of one play within an import (the same file given twice)
-    # break the primary key; only then does `on conflict` keep the first, at a higher cost.
-    cur.execute("savepoint fast_path")
-    try:
-        cur.execute(
-            insert
-            + sql.SQL(" where not exists (select from {stored} as s where {same_play})").format(
-                stored=stored, same_play=same_play
-            ),
-            {"load_id": load_id},
+    return list(cur.fetchall())
+
+
+def _create_scratch_table(cur: Any, export_format: ExportFormat) -> str:
+    """A temporary twin of the format's raw table without its keys: where possibly repeated plays land first."""
+    name = f"incoming_{export_format.name}"
+    cur.execute(
+        sql.SQL("create temporary table {} (like {}) on commit drop").format(
+            sql.Identifier(name), sql.Identifier(RAW_SCHEMA, export_format.table)
         )
-    except errors.UniqueViolation:
-        cur.execute("rollback to savepoint fast_path")
-        cur.execute(insert + sql.SQL(" on conflict do nothing"), {"load_id": load_id})
-    return cur.rowcount
+    )
+    return name
 
 
-def _discard_pending(pipeline: Any) -> None:
-    """A crashed or rejected import's packages must never be loaded by a later run."""
-    if pipeline.has_pending_data:
-        pipeline.abort_packages()
-
-
-def _empty_incoming(database: DatabaseUrl) -> None:
-    statements = [
-        sql.SQL("truncate {}").format(sql.Identifier(RAW_SCHEMA, f.incoming_table))
-        for f in FORMATS
-        if _exists(database, f.incoming_table)
-    ]
-    if statements:
-        _execute(database, statements)
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block only (dlt reads its configuration from there)."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _log_files(cur: Any, summary: ImportSummary, reports: list[FileReport]) -> None:
+    for report in reports:
+        cur.execute(
+            sql.SQL(
+                "insert into {} (_dlt_load_id, user_id, source_file, export_format, rows_read,"
+                " first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s)"
+                " on conflict do nothing"
+            ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
+            (
+                summary.load_id,
+                summary.user_id,
+                report.export_file.name,
+                report.export_file.export_format.name,
+                report.rows,
+                report.first_played_at,
+                report.last_played_at,
+            ),
+        )
 
 
 def _exists(database: DatabaseUrl, table: str) -> bool:
     return _query(database, "select to_regclass(%s) is not null", (f"{RAW_SCHEMA}.{table}",))[0][0]
-
-
-def _table_exists(cur: Any, table: str) -> bool:
-    cur.execute("select to_regclass(%s) is not null", (f"{RAW_SCHEMA}.{table}",))
-    return bool(cur.fetchone()[0])
 
 
 def _query(database: DatabaseUrl, statement: str, params: tuple = ()) -> list[tuple]:
@@ -358,18 +415,6 @@ def _execute(database: DatabaseUrl, statements: list[sql.Composable]) -> None:
                 cur.execute(statement)
     finally:
         conn.close()
-
-
-def _actionable(exc: BaseException) -> PipelineError:
-    """The innermost PipelineError behind dlt's wrappers, or a one-line PipelineError."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not other for other in seen):
-        if isinstance(current, PipelineError):
-            return current
-        seen.append(current)
-        current = getattr(current, "exception", None) or current.__cause__ or current.__context__
-    return PipelineError(f"import failed: {_first_line(seen[-1] if seen else exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -20,6 +20,8 @@ CHUNK_BYTES = 4 << 20
 _WHITESPACE = b" \t\r\n"
 _LEADING = re.compile(rb"[ \t\r\n]*")
 _BOM = b"\xef\xbb\xbf"
+_OPEN, _CLOSE, _COMMA = ord("["), ord("]"), ord(",")
+_NUL_ESCAPE = b"\\u0000"
 
 
 class JsonArrayError(ValueError):
@@ -50,9 +52,17 @@ def last_object_end(data: bytes) -> int:
         end = position
 
 
+class Chunk(NamedTuple):
+    """One decoded chunk of the array."""
+
+    items: list[Any]
+    # The chunk's JSON spells a NUL character (`\\u0000`, the only way JSON can hold one) somewhere, maybe.
+    may_hold_nul: bool
+
+
 def iter_decoded(
     read: Callable[[int], bytes], decoder: msgspec.json.Decoder, chunk_bytes: int = CHUNK_BYTES
-) -> Iterator[list[Any]]:
+) -> Iterator[Chunk]:
     """Decode the JSON array read from `read` chunk by chunk, each chunk about `chunk_bytes` of whole objects.
 
     Each chunk is cut optimistically after the last `}` of the bytes read. A cut inside a string always leaves
@@ -60,42 +70,78 @@ def iter_decoded(
     and the chunk decoded again. A file that is truncated, or has bytes after its closing `]`, fails in the
     decoder with the position of the problem.
 
+    The bytes are decoded where they lie in one reused buffer: the `[` that opens the file, or the `,` before
+    a later chunk's first object, is turned into `[` and the byte after the cut into `]` for the time of the
+    decode. Copying a chunk instead costs as much as inflating it.
+
     Raises:
         JsonArrayError: the stream is empty, not JSON, or a JSON object rather than an array.
         msgspec.DecodeError, msgspec.ValidationError: a chunk is not valid JSON or not of the decoder's type;
             the `$[i]` in the message is the index within the chunk (chunks start at row boundaries).
     """
-    tail = _array_body(read, chunk_bytes)
+    buffer = bytearray(_array_start(read, chunk_bytes))  # starts with the array's `[`
     first = True
     while True:
         block = read(chunk_bytes)
         if not block:
             # What follows the last object: ideally just `]`.
-            yield decoder.decode(_as_array(tail, len(tail), first, close=False))
+            rest = bytes(buffer)
+            yield Chunk(decoder.decode(_as_array(rest, first)), _NUL_ESCAPE in rest)
             return
-        data = tail + block
-        cut = data.rfind(b"}")
-        if cut < 0:
-            tail = data  # an object larger than a chunk: read on
-            continue
+        buffer += block
+        opener = _LEADING.match(buffer).end()  # type: ignore[union-attr]
+        cut = buffer.rfind(b"}")
+        if cut < opener:
+            continue  # no whole object yet (one larger than a chunk): read on
+        if not first and buffer[opener] != _COMMA:
+            # After an object, only `,` or the array's `]` (then nothing but whitespace) may follow.
+            if buffer[opener] == _CLOSE:
+                decoder.decode(_as_array(bytes(buffer), first))  # raises: bytes after the array
+            raise msgspec.DecodeError("JSON is malformed: expected ',' or ']' after an object")
         try:
-            items = decoder.decode(_as_array(data, cut + 1, first))
+            items = _decode_in_place(decoder, buffer, opener, cut)
         except msgspec.DecodeError:
-            exact = last_object_end(data)
-            if exact == cut:
-                raise
+            exact = last_object_end(bytes(buffer[opener:]))
             if exact < 0:
-                tail = data
-                continue
-            cut = exact
-            items = decoder.decode(_as_array(data, cut + 1, first))
-        tail = data[cut + 1 :]
+                continue  # the only `}` were inside a string of an object that goes on
+            if opener + exact == cut:
+                raise
+            cut = opener + exact
+            items = _decode_in_place(decoder, buffer, opener, cut)
+        yield Chunk(items, _may_hold_nul(buffer, opener, cut + 1))
+        del buffer[: cut + 1]
         first = False
-        yield items
 
 
-def _array_body(read: Callable[[int], bytes], chunk_bytes: int) -> bytes:
-    """The first bytes after the array's opening `[`."""
+def _may_hold_nul(buffer: bytearray, start: int, end: int) -> bool:
+    # A one-byte search runs at memory speed; backslashes are rare in Spotify's files.
+    return buffer.find(b"\\", start, end) >= 0 and buffer.find(_NUL_ESCAPE, start, end) >= 0
+
+
+def _decode_in_place(decoder: msgspec.json.Decoder, buffer: bytearray, opener: int, cut: int) -> Any:
+    """Decode `buffer[opener : cut + 1]` as a JSON array: its first byte read as `[`, followed by `]`."""
+    saved_opener = buffer[opener]
+    buffer[opener] = _OPEN
+    closer = cut + 1
+    if closer == len(buffer):
+        buffer.append(_CLOSE)
+        saved_closer = None
+    else:
+        saved_closer = buffer[closer]
+        buffer[closer] = _CLOSE
+    try:
+        with memoryview(buffer) as view, view[opener : closer + 1] as span:
+            return decoder.decode(span)
+    finally:
+        buffer[opener] = saved_opener
+        if saved_closer is None:
+            buffer.pop()
+        else:
+            buffer[closer] = saved_closer
+
+
+def _array_start(read: Callable[[int], bytes], chunk_bytes: int) -> bytes:
+    """The first bytes of the stream, from the array's opening `[` on."""
     start = read(chunk_bytes).lstrip(_WHITESPACE)
     if start.startswith(_BOM):
         start = start[len(_BOM) :].lstrip(_WHITESPACE)
@@ -108,13 +154,12 @@ def _array_body(read: Callable[[int], bytes], chunk_bytes: int) -> bytes:
         raise JsonArrayError("it holds a single JSON object, not a list of plays")
     if start[:1] != b"[":
         raise JsonArrayError("it is not JSON (a list of plays starts with '[')")
-    return start[1:]
+    return start
 
 
-def _as_array(data: bytes, end: int, first: bool, close: bool = True) -> bytes:
-    """`data[:end]` as a JSON array: `[`, the objects without the comma that separated them from the previous
-    chunk (exactly one, unless first), and `]` when `close`. One copy of the bytes, none for stripping."""
-    start = _LEADING.match(data, 0, end).end()  # type: ignore[union-attr]
-    if not first and data[start : start + 1] == b",":
-        start = _LEADING.match(data, start + 1, end).end()  # type: ignore[union-attr]
-    return b"".join((b"[", memoryview(data)[start:end], b"]" if close else b""))
+def _as_array(rest: bytes, first: bool) -> bytes:
+    """The end of the stream as the rest of a JSON array: from the opening `[` (first) or the separating `,`."""
+    body = rest.lstrip(_WHITESPACE)
+    if first:
+        return body
+    return b"[" + (body[1:] if body.startswith(b",") else body)

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from pipelines.export.formats import ExportFormat, arrow_schema, item_key
 from pipelines.export.inputs import ExportFile
-from pipelines.export.json_array import CHUNK_BYTES, JsonArrayError, iter_decoded
+from pipelines.export.json_array import CHUNK_BYTES, Chunk, JsonArrayError, iter_decoded
 from pipelines.export.problems import ExportFileError
 
 # msgspec locates errors as `$[<index>]` or `$[<index>].<field>` within the decoded chunk.
@@ -51,14 +51,14 @@ def read_batches(
             chunks = iter_decoded(stream.read, decoder, chunk_bytes)
             while True:
                 try:
-                    plays = next(chunks, None)
+                    chunk = next(chunks, None)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise _decode_error(exc, export_file, rows_before) from None
-                if plays is None:
+                if chunk is None:
                     break
-                if plays:
-                    yield _to_batch(plays, export_file, user_id, schema, include_network_data, rows_before)
-                    rows_before += len(plays)
+                if chunk.items:
+                    yield _to_batch(chunk, export_file, user_id, schema, include_network_data, rows_before)
+                    rows_before += len(chunk.items)
     except JsonArrayError as exc:
         raise ExportFileError(export_file.name, None, f"not a Spotify streaming history file: {exc}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -96,7 +96,7 @@ def _locate(message: str, rows_before: int) -> tuple[int | None, str]:
 
 
 def _to_batch(
-    plays: list,
+    chunk: Chunk,
     export_file: ExportFile,
     user_id: str,
     schema: pa.Schema,
@@ -104,6 +104,7 @@ def _to_batch(
     rows_before: int,
 ) -> pa.RecordBatch:
     export_format = export_file.export_format
+    plays = chunk.items
     count = len(plays)
     arrays: list[pa.Array] = [
         pa.repeat(pa.scalar(user_id, pa.string()), count),
@@ -117,7 +118,7 @@ def _to_batch(
             older = map(attrgetter(field.fallback_json_name), plays)
             values = [value if value is not None else old for value, old in zip(values, older, strict=True)]
         array = pa.array(values, type=field.arrow_type)
-        if field.arrow_type == pa.string():
+        if field.arrow_type == pa.string() and chunk.may_hold_nul:
             array = _storable(array)
         elif field.column == "ms_played":
             _check_not_negative(array, export_file, rows_before)

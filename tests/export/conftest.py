@@ -114,8 +114,8 @@ def write_json(path: Path, plays: list[dict[str, Any]], indent: int | None = 2) 
     return path
 
 
-def write_zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+def write_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
     return path
@@ -137,13 +137,13 @@ def export_zip(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def import_into(database_url, tmp_path):
-    """Run the real importer into the test database (dlt working dir in tmp_path)."""
+def import_into(database_url):
+    """Run the real importer into the test database."""
     from pipelines.export.importer import import_history
 
     def run(*paths: Path, **options: Any):
         options.setdefault("user_id", USER)
-        return import_history(database_url, list(paths), pipelines_dir=tmp_path / "dlt", **options)
+        return import_history(database_url, list(paths), **options)
 
     return run
 

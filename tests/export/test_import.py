@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,48 @@ def test_the_same_file_twice_in_one_import_is_stored_once(import_into, database_
     assert query(database_url, "select count(*) from raw.export_extended_plays") == [(6,)]
 
 
+def test_a_play_twice_in_one_file_is_stored_once(import_into, database_url, tmp_path):
+    """Nothing stored yet, so the file is copied straight into the keyed table: the repeated play breaks the
+    key, the file's copy is undone and the file is read again through the scratch table."""
+    plays = sample_extended_plays()
+    played = write_json(tmp_path / "Streaming_History_Audio_2024_0.json", [*plays, plays[3]])
+
+    summary = import_into(played)
+
+    assert (summary.rows_read, summary.rows_loaded, summary.duplicates_skipped) == (7, 6, 1)
+    assert summary.files_reread == 1
+    assert query(database_url, "select count(*), count(distinct ts) from raw.export_extended_plays") == [(6, 6)]
+
+
+def test_a_newer_export_adds_only_its_new_plays(import_into, database_url, tmp_path):
+    first = [track_play(T0 + timedelta(minutes=n), n) for n in range(0, 40)]
+    newer = [track_play(T0 + timedelta(minutes=n), n) for n in range(20, 60)]  # the stored half, then new
+    import_into(write_json(tmp_path / "old" / "Streaming_History_Audio_2024_0.json", first))
+
+    summary = import_into(write_json(tmp_path / "new" / "Streaming_History_Audio_2024_0.json", newer))
+
+    assert (summary.rows_read, summary.rows_loaded, summary.duplicates_skipped) == (40, 20, 20)
+    assert summary.files_reread == 0  # its first plays are in a stored range: the scratch table from the start
+    assert query(database_url, "select count(*), count(distinct ts) from raw.export_extended_plays") == [(60, 60)]
+
+
+@pytest.mark.parametrize(
+    "compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2], ids=["stored", "deflated", "bzip2"]
+)
+def test_every_zip_compression_reads_the_same_plays(compression, import_into, database_url, tmp_path):
+    data = json.dumps(sample_extended_plays(), indent=2).encode()
+    archive = write_zip(
+        tmp_path / "export.zip", {f"{EXTENDED_DIR}/Streaming_History_Audio_2024_0.json": data}, compression
+    )
+
+    summary = import_into(archive)
+
+    assert summary.rows_loaded == 6
+    assert [row[3] or row[5] or row[6] for row in query(database_url, EXTENDED_ROWS)][-1] == (
+        'Ünïcødé "quotes", {braces} and \\ back\\slash 🎧'
+    )
+
+
 def test_a_large_file_is_read_in_chunks_with_the_same_result(database_url, tmp_path):
     """Memory stays flat: a file is decoded chunk by chunk; tiny chunks must not change a single row."""
     from pipelines.export.inputs import discover
@@ -123,6 +166,12 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[Path], str, str]]:
     data = bytearray(broken_member.read_bytes())
     data[60] ^= 0xFF  # inside the compressed member: inflating it fails or its CRC does not match
     broken_member.write_bytes(bytes(data))
+    broken_data = write_zip(tmp_path / "bitrot.zip", {f"{EXTENDED_DIR}/Streaming_History_Audio_2024_0.json": good})
+    with zipfile.ZipFile(broken_data) as opened:
+        [info] = opened.infolist()
+    data = bytearray(broken_data.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF  # mid-stream
+    broken_data.write_bytes(bytes(data))
     invalid_rows = sample_extended_plays()
     invalid_rows[2]["ms_played"] = "a while"
     bad_time = sample_extended_plays()
@@ -136,6 +185,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[Path], str, str]]:
             "not a readable zip file",
         ),
         "corrupt zip member": ([broken_member], "Streaming_History_Audio_2024_0.json", "corrupt"),
+        "corrupt compressed data": ([broken_data], "Streaming_History_Audio_2024_0.json", "corrupt"),
         "non-Spotify JSON": (
             [write_json(tmp_path / "notes.json", {"todo": ["milk"]})],  # type: ignore[arg-type]
             "notes.json",
@@ -177,6 +227,7 @@ def _truncated(path: Path, data: bytes) -> Path:
 BAD_INPUTS = [
     "corrupt zip",
     "corrupt zip member",
+    "corrupt compressed data",
     "non-Spotify JSON",
     "non-Spotify rows",
     "truncated file",
@@ -204,7 +255,6 @@ def test_bad_input_is_rejected_by_file_and_row_and_changes_nothing(case, import_
     assert file_named in message and problem in message, message
     assert "Nothing was imported" in message
     assert raw_snapshot(database_url) == before
-    assert query(database_url, "select count(*) from raw.export_extended_plays_incoming") == [(0,)]
 
 
 def test_skip_invalid_files_imports_the_valid_ones_and_reports_the_rest(import_into, database_url, tmp_path):
