@@ -2,7 +2,8 @@
 
 Measures, for a synthetic export (bench/generate_export.py, default 1M plays):
 - plain COPY: the same rows, already flattened to CSV in memory, `COPY`-ed into an unindexed table (the
-  server's ingest ceiling; reading the export is not timed);
+  server's ingest ceiling; reading the export is not timed), and, for reference, into a table keyed and
+  indexed like the raw table the import writes;
 - naive script: `json.load` each file, `csv.writer`, one `COPY` per file (what a quick script would do);
 - the import (`pipelines.export.importer.import_history`, in a child process): zip to committed rows, with
   validation, dedup keys and the import log; its peak memory (max RSS of the child), and again for a quarter
@@ -20,8 +21,8 @@ import csv
 import io
 import json
 import os
-import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,14 +74,17 @@ def flat_rows(archive: Path):
                     yield (USER, info.filename, play["ts"], *(play.get(c) for c in columns))
 
 
-def plain_table(cur) -> None:
+def plain_table(cur, keyed: bool = False) -> None:
     columns = ", ".join(f"{f.column} {f.pg_type}" for f in EXTENDED.columns(include_network_data=False))
     cur.execute("drop table if exists plain_copy")
     cur.execute(f"create table plain_copy (user_id text, source_file text, ts timestamptz, {columns})")
+    if keyed:  # as raw.export_extended_plays, whose key also holds the item (here: the track URI)
+        cur.execute("create unique index on plain_copy (user_id, ts, ms_played, spotify_track_uri)")
 
 
-def copy_baselines(database: DatabaseUrl, archive: Path) -> dict[str, float]:
-    """Seconds for: COPY of prepared CSV, and a naive parse-and-COPY script."""
+def copy_baselines(database: DatabaseUrl, archive: Path, repeats: int) -> dict[str, float]:
+    """Seconds for: COPY of prepared CSV (unindexed and keyed tables, median of `repeats`), and a naive
+    parse-and-COPY script."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     rows = 0
@@ -92,12 +96,15 @@ def copy_baselines(database: DatabaseUrl, archive: Path) -> dict[str, float]:
     conn = database.connect()
     try:
         with conn.cursor() as cur:
-            plain_table(cur)
-            conn.commit()
-            started = time.perf_counter()
-            cur.copy_expert("copy plain_copy from stdin with (format csv)", io.BytesIO(data), size=1 << 20)
-            conn.commit()
-            copy_seconds = time.perf_counter() - started
+            timings: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(repeats):
+                for keyed in (False, True):
+                    plain_table(cur, keyed)
+                    conn.commit()
+                    started = time.perf_counter()
+                    cur.copy_expert("copy plain_copy from stdin with (format csv)", io.BytesIO(data), size=1 << 20)
+                    conn.commit()
+                    timings[keyed].append(time.perf_counter() - started)
             del data
             plain_table(cur)
             conn.commit()
@@ -119,7 +126,12 @@ def copy_baselines(database: DatabaseUrl, archive: Path) -> dict[str, float]:
             conn.commit()
     finally:
         conn.close()
-    return {"rows": rows, "copy": copy_seconds, "naive": naive_seconds}
+    return {
+        "rows": rows,
+        "copy": statistics.median(timings[False]),
+        "keyed": statistics.median(timings[True]),
+        "naive": naive_seconds,
+    }
 
 
 def run_import(database: DatabaseUrl, archive: Path, work: Path) -> dict:
@@ -196,6 +208,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plays", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench-export")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the COPYs and of the import (median)")
+    parser.add_argument("--import-only", action="store_true", help="skip the dbt measurements")
     args = parser.parse_args()
     admin = DatabaseUrl.parse(
         os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres:postgres@127.0.0.1:5432/postgres"),
@@ -213,17 +227,16 @@ def main() -> None:
             write_export(count, path)
 
     database = fresh_database(admin, "bench_export")
-    baselines = copy_baselines(database, full)
-    imported = run_import(database, full, work)
+    baselines = copy_baselines(database, full, args.repeats)
+    runs = []
+    for _ in range(args.repeats):  # each into a fresh database; the last one stays for what follows
+        database = fresh_database(admin, "bench_export")
+        runs.append(run_import(database, full, work))
+    imported = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
     reimported = run_import(database, full, work)
     small_db = fresh_database(admin, "bench_export_quarter")
     small = run_import(small_db, quarter, work)
     drop_database(admin, "bench_export_quarter")
-
-    with_export = hourly_build_seconds(database, work / "with-export")
-    empty_db = fresh_database(admin, "bench_export_empty")
-    without_export = hourly_build_seconds(empty_db, work / "without-export")
-    drop_database(admin, "bench_export_empty")
 
     rows = baselines["rows"]
     rate = imported["read"] / imported["seconds"]
@@ -231,6 +244,8 @@ def main() -> None:
     naive_rate = rows / baselines["naive"]
     print(f"| plays in the export | {rows:,} |")
     print(f"| plain COPY of the prepared rows | {baselines['copy']:.1f} s, {copy_rate:,.0f} plays/s |")
+    keyed_rate = rows / baselines["keyed"]
+    print(f"| plain COPY into a keyed table (reference) | {baselines['keyed']:.1f} s, {keyed_rate:,.0f} plays/s |")
     print(f"| naive script (json.load + csv + COPY) | {baselines['naive']:.1f} s, {naive_rate:,.0f} plays/s |")
     print(f"| import-history (zip to committed rows) | {imported['seconds']:.1f} s, {rate:,.0f} plays/s |")
     print(f"| import / plain COPY | {rate / copy_rate:.0%} |")
@@ -241,11 +256,16 @@ def main() -> None:
         f"| reimport of the same zip | {reimported['seconds']:.1f} s, {reimported['loaded']} rows added, "
         f"{reimported['maxrss_mb']:.0f} MB |"
     )
+    if args.import_only:
+        return
+    with_export = hourly_build_seconds(database, work / "with-export")
+    empty_db = fresh_database(admin, "bench_export_empty")
+    without_export = hourly_build_seconds(empty_db, work / "without-export")
+    drop_database(admin, "bench_export_empty")
     print(f"| first full dbt build with the import stored | {with_export[0]:.1f} s |")
     print(f"| incremental dbt build after an hourly load, import stored | {with_export[1]:.1f} s |")
     print(f"| incremental dbt build after an hourly load, no export | {without_export[1]:.1f} s |")
     print(f"| ratio (stored / none) | {with_export[1] / without_export[1]:.2f} |")
-    print(f"| bench process peak memory | {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB |")
 
 
 if __name__ == "__main__":

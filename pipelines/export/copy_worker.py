@@ -42,11 +42,13 @@ class CopyJob:
 
     Attributes:
         statement: `COPY <table> (<columns>) FROM STDIN WITH (FORMAT csv)`.
+        encode: turns each chunk written into the bytes sent (in the worker's thread); None: chunks are bytes.
         then: run after the copy succeeded; returns the job's row count (default: the rows copied).
         tag: anything the caller needs to recognise the job's result.
     """
 
     statement: str
+    encode: Callable[[Any], bytes] | None = None
     then: Callable[[Any], int] | None = None
     tag: Any = None
 
@@ -73,7 +75,7 @@ class _Aborted(Exception):
 
 
 class CopyWorker:
-    """A thread that runs `CopyJob`s on `cursor`, fed with CSV chunks by the calling thread.
+    """A thread that runs `CopyJob`s on `cursor`, fed with chunks of CSV (or what the job encodes) by the caller.
 
     Use: `start(job)`, `write(chunk)` any number of times, then `end()` (or `abort()`); repeat; `wait()`
     returns the results of the jobs so far, `close()` stops the thread. A database error other than a duplicate
@@ -95,9 +97,8 @@ class CopyWorker:
             self._pending_jobs += 1
         self._put(job)
 
-    def write(self, chunk: bytes) -> None:
-        if chunk:
-            self._put(chunk)
+    def write(self, chunk: Any) -> None:
+        self._put(chunk)
 
     def end(self) -> None:
         self._put(_COMPLETE)
@@ -150,7 +151,7 @@ class CopyWorker:
             self._discard_until_stop()
 
     def _copy(self, job: CopyJob) -> JobResult:
-        reader = _JobData(self._queue)
+        reader = _JobData(self._queue, job.encode)
         self._cursor.execute("savepoint copy_job")
         try:
             self._cursor.copy_expert(job.statement, reader, size=1 << 20)
@@ -177,8 +178,9 @@ class CopyWorker:
 class _JobData:
     """The file-like object psycopg2 reads a job's CSV from: the queued chunks up to the job's end marker."""
 
-    def __init__(self, chunks: queue.Queue[Any]) -> None:
+    def __init__(self, chunks: queue.Queue[Any], encode: Callable[[Any], bytes] | None) -> None:
         self._chunks = chunks
+        self._encode = encode
         self.finished = False
         self.aborted = False
 
@@ -186,8 +188,8 @@ class _JobData:
         if self.finished:
             return b""
         item = self._chunks.get()
-        if isinstance(item, bytes):
-            return item
+        if not _is_marker(item):
+            return self._encode(item) if self._encode is not None else item
         self._finish(item)
         if self.aborted:
             raise _Aborted("the file was rejected while it was being loaded")
@@ -197,7 +199,7 @@ class _JobData:
         """Consume what is left of the job's chunks (psycopg2 stops reading when the server fails)."""
         while not self.finished:
             item = self._chunks.get()
-            if not isinstance(item, bytes):
+            if _is_marker(item):
                 self._finish(item)
 
     def _finish(self, marker: Any) -> None:
@@ -206,3 +208,7 @@ class _JobData:
         self.aborted = marker is _STOP or marker.aborted
         if marker is _STOP:
             self._chunks.put(_STOP)  # seen again by the worker's loop, which then ends
+
+
+def _is_marker(item: Any) -> bool:
+    return isinstance(item, _End) or item is _STOP

@@ -22,7 +22,6 @@ the other, with files in between) would cost more than the whole import (bench/R
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -213,7 +212,7 @@ class _ImportRun:
                 worker.start(self._job(report, scratch=scratch or self._may_repeat(export_format, first)))
                 started = True
                 for batch in chain([first], batches):
-                    worker.write(self._csv(batch))
+                    worker.write(batch)
                     if count:
                         report.add(batch)
                         self.tracker.notify(export_file, batch.num_rows, False)
@@ -242,7 +241,7 @@ class _ImportRun:
         columns = sql.SQL(", ").join(map(sql.Identifier, self._columns(export_format)))
         if not scratch:
             target = sql.Identifier(RAW_SCHEMA, export_format.table)
-            return CopyJob(self._copy_statement(target, columns), tag=report)
+            return CopyJob(self._copy_statement(target, columns), encode=self._csv, tag=report)
         scratch_table = sql.Identifier(self.scratch[export_format.name])
         stored = sql.Identifier(RAW_SCHEMA, export_format.table)
         insert = sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
@@ -257,7 +256,9 @@ class _ImportRun:
             cur.execute(empty)
             return inserted
 
-        return CopyJob(self._copy_statement(scratch_table, columns), then=insert_new_plays, tag=report)
+        return CopyJob(
+            self._copy_statement(scratch_table, columns), encode=self._csv, then=insert_new_plays, tag=report
+        )
 
     def _copy_statement(self, table: sql.Identifier, columns: sql.Composed) -> str:
         statement = sql.SQL("copy {} ({}) from stdin with (format csv)").format(table, columns)
@@ -274,10 +275,11 @@ class _ImportRun:
         ]
 
     def _csv(self, batch: pa.RecordBatch) -> bytes:
+        """The batch as CSV, with the load id; runs in the COPY worker's thread, mostly without the GIL."""
         batch = batch.append_column(LOAD_ID_COLUMN, pa.repeat(self.load_id, batch.num_rows))
-        out = io.BytesIO()
+        out = pa.BufferOutputStream()  # not a Python file object: Arrow writes it without taking the GIL
         pa_csv.write_csv(batch, out, _CSV)
-        return out.getvalue()
+        return out.getvalue().to_pybytes()
 
 
 def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
