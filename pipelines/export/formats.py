@@ -160,9 +160,11 @@ ACCOUNT = ExportFormat(
 
 FORMATS: tuple[ExportFormat, ...] = (EXTENDED, ACCOUNT)
 
-# Columns every raw export table has besides the format's own fields.
+# Columns every raw export table has besides the format's own fields. A play names its file by number within
+# its import (`raw.export_files` holds the names): a file's path, once per play, would be most of what COPY
+# parses and PostgreSQL stores.
 USER_COLUMN = "user_id"
-FILE_COLUMN = "source_file"
+FILE_NUMBER_COLUMN = "file_number"
 
 
 def format_of(file_name: str) -> ExportFormat | None:
@@ -187,7 +189,6 @@ def arrow_schema(export_format: ExportFormat, include_network_data: bool) -> pa.
     return pa.schema(
         [
             pa.field(USER_COLUMN, TEXT, nullable=False),
-            pa.field(FILE_COLUMN, TEXT, nullable=False),
             # Validated UTC text (e.g. 2013-06-28T17:01:20Z): PostgreSQL parses it into timestamptz at COPY.
             pa.field(export_format.time_column, TEXT, nullable=False),
             *(pa.field(f.column, f.arrow_type) for f in export_format.columns(include_network_data)),

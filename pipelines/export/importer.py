@@ -41,7 +41,7 @@ from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
 from pipelines.export.copy_worker import CopyJob, CopyWorker, Outcome
 from pipelines.export.formats import (
-    FILE_COLUMN,
+    FILE_NUMBER_COLUMN,
     FORMATS,
     ITEM_KEY_COLUMN,
     USER_COLUMN,
@@ -178,8 +178,8 @@ class _ImportRun:
         """
         worker = CopyWorker(self.cur)
         try:
-            for export_file in files:
-                self._send(worker, export_file, FileReport(export_file), scratch=False)
+            for number, export_file in enumerate(files, start=1):
+                self._send(worker, export_file, FileReport(export_file, number), scratch=False)
             results = worker.wait()
             repeated = [result.job.tag for result in results if result.outcome is Outcome.DUPLICATE]
             if repeated:
@@ -241,7 +241,7 @@ class _ImportRun:
         columns = sql.SQL(", ").join(map(sql.Identifier, self._columns(export_format)))
         if not scratch:
             target = sql.Identifier(RAW_SCHEMA, export_format.table)
-            return CopyJob(self._copy_statement(target, columns), encode=self._csv, tag=report)
+            return CopyJob(self._copy_statement(target, columns), encode=self._encoder(report), tag=report)
         scratch_table = sql.Identifier(self.scratch[export_format.name])
         stored = sql.Identifier(RAW_SCHEMA, export_format.table)
         insert = sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
@@ -257,7 +257,10 @@ class _ImportRun:
             return inserted
 
         return CopyJob(
-            self._copy_statement(scratch_table, columns), encode=self._csv, then=insert_new_plays, tag=report
+            self._copy_statement(scratch_table, columns),
+            encode=self._encoder(report),
+            then=insert_new_plays,
+            tag=report,
         )
 
     def _copy_statement(self, table: sql.Identifier, columns: sql.Composed) -> str:
@@ -267,19 +270,26 @@ class _ImportRun:
     def _columns(self, export_format: ExportFormat) -> list[str]:
         return [
             USER_COLUMN,
-            FILE_COLUMN,
             export_format.time_column,
             *(f.column for f in export_format.columns(self.include_network_data)),
             ITEM_KEY_COLUMN,
+            FILE_NUMBER_COLUMN,
             LOAD_ID_COLUMN,
         ]
 
-    def _csv(self, batch: pa.RecordBatch) -> bytes:
-        """The batch as CSV, with the load id; runs in the COPY worker's thread, mostly without the GIL."""
-        batch = batch.append_column(LOAD_ID_COLUMN, pa.repeat(self.load_id, batch.num_rows))
-        out = pa.BufferOutputStream()  # not a Python file object: Arrow writes it without taking the GIL
-        pa_csv.write_csv(batch, out, _CSV)
-        return out.getvalue().to_pybytes()
+    def _encoder(self, report: FileReport) -> Callable[[pa.RecordBatch], bytes]:
+        """Turns a batch of the file into CSV, with the file's number and the load id; runs in the COPY
+        worker's thread, mostly without the GIL."""
+        number = pa.scalar(report.number, pa.int32())
+
+        def encode(batch: pa.RecordBatch) -> bytes:
+            batch = batch.append_column(FILE_NUMBER_COLUMN, pa.repeat(number, batch.num_rows))
+            batch = batch.append_column(LOAD_ID_COLUMN, pa.repeat(self.load_id, batch.num_rows))
+            out = pa.BufferOutputStream()  # not a Python file object: Arrow writes it without the GIL
+            pa_csv.write_csv(batch, out, _CSV)
+            return out.getvalue().to_pybytes()
+
+        return encode
 
 
 def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
@@ -313,10 +323,10 @@ def ensure_tables(database: DatabaseUrl) -> None:
     for export_format in FORMATS:
         columns = [
             sql.SQL("{} text not null").format(sql.Identifier(USER_COLUMN)),
-            sql.SQL("{} text not null").format(sql.Identifier(FILE_COLUMN)),
             sql.SQL("{} timestamptz not null").format(sql.Identifier(export_format.time_column)),
             *(sql.SQL("{} {}").format(sql.Identifier(f.column), sql.SQL(f.pg_type)) for f in export_format.fields),
             sql.SQL("{} text not null").format(sql.Identifier(ITEM_KEY_COLUMN)),
+            sql.SQL("{} integer not null").format(sql.Identifier(FILE_NUMBER_COLUMN)),
         ]
         table = sql.Identifier(RAW_SCHEMA, export_format.table)
         key = sql.SQL(", ").join(map(sql.Identifier, primary_key(export_format)))
@@ -338,13 +348,14 @@ def ensure_tables(database: DatabaseUrl) -> None:
             create table if not exists {} (
                 _dlt_load_id text not null,
                 user_id text not null,
+                file_number integer not null,
                 source_file text not null,
                 export_format text not null,
                 rows_read bigint not null,
                 first_played_at timestamptz,
                 last_played_at timestamptz,
                 imported_at timestamptz not null default now(),
-                primary key (_dlt_load_id, source_file)
+                primary key (_dlt_load_id, file_number)
             )
             """
         ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE))
@@ -379,13 +390,13 @@ def _log_files(cur: Any, summary: ImportSummary, reports: list[FileReport]) -> N
     for report in reports:
         cur.execute(
             sql.SQL(
-                "insert into {} (_dlt_load_id, user_id, source_file, export_format, rows_read,"
-                " first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s)"
-                " on conflict do nothing"
+                "insert into {} (_dlt_load_id, user_id, file_number, source_file, export_format, rows_read,"
+                " first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
             (
                 summary.load_id,
                 summary.user_id,
+                report.number,
                 report.export_file.name,
                 report.export_file.export_format.name,
                 report.rows,

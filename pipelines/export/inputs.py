@@ -25,7 +25,7 @@ SNIFF_BYTES = 4096
 class ExportFile:
     """One streaming-history file, in a zip or on disk."""
 
-    name: str  # as shown to the user and stored in `source_file`: the zip's name / the member's path
+    name: str  # as shown to the user and logged in raw.export_files: the zip's name / the member's path
     size: int  # uncompressed bytes, for the progress bar
     export_format: ExportFormat
     opener: Callable[[], AbstractContextManager[IO[bytes]]] = field(repr=False, compare=False)

@@ -108,7 +108,6 @@ def _to_batch(
     count = len(plays)
     arrays: list[pa.Array] = [
         pa.repeat(pa.scalar(user_id, pa.string()), count),
-        pa.repeat(pa.scalar(export_file.name, pa.string()), count),
         _times(plays, export_format, export_file, rows_before),
     ]
     by_column: dict[str, pa.Array] = {}

@@ -19,6 +19,7 @@ class FileReport:
     """What was read from one file."""
 
     export_file: ExportFile
+    number: int  # within the import, from 1: what the file's plays store (`file_number`)
     rows: int = 0
     first_played_at: datetime | None = None
     last_played_at: datetime | None = None

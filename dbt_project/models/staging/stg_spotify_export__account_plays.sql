@@ -3,7 +3,7 @@ with
 source as (
 
     select * from {{ optional_source('spotify_export', 'export_account_plays', [
-        ['user_id', 'text'], ['source_file', 'text'], ['end_time', 'timestamptz'], ['ms_played', 'bigint'],
+        ['user_id', 'text'], ['file_number', 'integer'], ['end_time', 'timestamptz'], ['ms_played', 'bigint'],
         ['item_key', 'text'], ['artist_name', 'text'], ['track_name', 'text'], ['podcast_name', 'text'],
         ['episode_name', 'text'], ['_dlt_load_id', 'text'],
     ]) }}
@@ -35,10 +35,11 @@ renamed as (
         artist_name,
         episode_name,
         podcast_name as show_name,
-        source_file,
 
         ---------- numerics
         ms_played,
+        -- the file it came from, by number within its import (names: stg_spotify_export__files)
+        file_number,
 
         ---------- timestamps
         -- when the play ended, truncated to the minute by Spotify

@@ -3,7 +3,7 @@ with
 source as (
 
     select * from {{ optional_source('spotify_export', 'export_extended_plays', [
-        ['user_id', 'text'], ['source_file', 'text'], ['ts', 'timestamptz'], ['ms_played', 'bigint'],
+        ['user_id', 'text'], ['file_number', 'integer'], ['ts', 'timestamptz'], ['ms_played', 'bigint'],
         ['item_key', 'text'], ['platform', 'text'], ['conn_country', 'text'],
         ['master_metadata_track_name', 'text'], ['master_metadata_album_artist_name', 'text'],
         ['master_metadata_album_album_name', 'text'], ['spotify_track_uri', 'text'],
@@ -71,10 +71,11 @@ renamed as (
         reason_end,
         platform,
         conn_country,
-        source_file,
 
         ---------- numerics
         ms_played,
+        -- the file it came from, by number within its import (names: stg_spotify_export__files)
+        file_number,
 
         ---------- booleans
         shuffle,

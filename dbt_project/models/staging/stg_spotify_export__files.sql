@@ -3,7 +3,7 @@ with
 source as (
 
     select * from {{ optional_source('spotify_export', 'export_files', [
-        ['_dlt_load_id', 'text'], ['user_id', 'text'], ['source_file', 'text'], ['export_format', 'text'],
+        ['_dlt_load_id', 'text'], ['user_id', 'text'], ['file_number', 'integer'], ['source_file', 'text'], ['export_format', 'text'],
         ['rows_read', 'bigint'], ['first_played_at', 'timestamptz'], ['last_played_at', 'timestamptz'],
         ['imported_at', 'timestamptz'],
     ]) }}
@@ -22,6 +22,7 @@ renamed as (
         export_format,
 
         ---------- numerics
+        file_number,
         rows_read,
 
         ---------- timestamps
