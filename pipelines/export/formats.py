@@ -14,6 +14,7 @@ reader, the import's COPY and the table DDL are all generated from these declara
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +56,11 @@ class ExportFormat:
     def columns(self, include_network_data: bool) -> list[Field]:
         """The fields an import loads."""
         return [field for field in self.fields if include_network_data or not field.network]
+
+    def decoding_struct(self, include_network_data: bool) -> type[msgspec.Struct]:
+        """What msgspec decodes a play into. Without network data, the struct lacks those fields, so their
+        values (an IP address in every play of the extended history) are skipped, never built."""
+        return self.struct if include_network_data else _without_network(self)
 
     def matches(self, file_name: str) -> bool:
         """Whether a file (base name) is of this format, by Spotify's naming."""
@@ -102,6 +108,17 @@ class AccountPlay(msgspec.Struct, gc=False):
     trackName: str | None = None  # noqa: N815
     podcastName: str | None = None  # noqa: N815
     episodeName: str | None = None  # noqa: N815
+
+
+@functools.cache
+def _without_network(export_format: ExportFormat) -> type[msgspec.Struct]:
+    network = {name for f in export_format.fields if f.network for name in (f.json_name, f.fallback_json_name)}
+    kept = [
+        (f.name, f.type) if f.required else (f.name, f.type, f.default)
+        for f in msgspec.structs.fields(export_format.struct)
+        if f.encode_name not in network
+    ]
+    return msgspec.defstruct(f"{export_format.struct.__name__}WithoutNetwork", kept, gc=False)
 
 
 EXTENDED = ExportFormat(

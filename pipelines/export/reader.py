@@ -43,7 +43,7 @@ def read_batches(
         ExportFileError: the file is unreadable, truncated, not a Spotify history file, or a row is invalid.
     """
     export_format = export_file.export_format
-    decoder = msgspec.json.Decoder(list[export_format.struct])  # type: ignore[name-defined]
+    decoder = msgspec.json.Decoder(list[export_format.decoding_struct(include_network_data)])  # type: ignore[misc]
     schema = arrow_schema(export_format, include_network_data)
     rows_before = 0
     try:
