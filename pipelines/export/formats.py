@@ -229,7 +229,8 @@ def item_key(export_format: ExportFormat, columns: dict[str, pa.Array]) -> pa.Ar
         return uri
     # Names only where there is no URI (few rows): joining names is the dearest part of the key.
     without_uri = pc.is_null(uri)
-    named = _name_key(export_format, {name: pc.filter(array, without_uri) for name, array in columns.items()})
+    names = {name: pc.filter(columns[name], without_uri) for name in _NAME_COLUMNS[export_format.name]}
+    named = _name_key(export_format, names)
     return pc.replace_with_mask(uri, without_uri, named)
 
 
