@@ -59,6 +59,18 @@ print(json.dumps({"seconds": summary.seconds, "read": summary.rows_read, "loaded
 """
 
 
+def checkpoint(admin: DatabaseUrl) -> None:
+    """Flush the server's dirty pages before a timed write, so that no measurement pays for an earlier one's
+    checkpoint (each writes hundreds of MB of WAL)."""
+    conn = admin.connect()
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("checkpoint")
+    finally:
+        conn.close()
+
+
 def fresh_database(admin: DatabaseUrl, name: str) -> DatabaseUrl:
     drop_database(admin, name)
     return ensure_role_and_database(admin, "bench", "bench-password", name)
@@ -82,7 +94,7 @@ def plain_table(cur, keyed: bool = False) -> None:
         cur.execute("create unique index on plain_copy (user_id, ts, ms_played, spotify_track_uri)")
 
 
-def copy_baselines(database: DatabaseUrl, archive: Path, repeats: int) -> dict[str, float]:
+def copy_baselines(admin: DatabaseUrl, database: DatabaseUrl, archive: Path, repeats: int) -> dict[str, float]:
     """Seconds for: COPY of prepared CSV (unindexed and keyed tables, median of `repeats`), and a naive
     parse-and-COPY script."""
     buffer = io.StringIO()
@@ -101,6 +113,7 @@ def copy_baselines(database: DatabaseUrl, archive: Path, repeats: int) -> dict[s
                 for keyed in (False, True):
                     plain_table(cur, keyed)
                     conn.commit()
+                    checkpoint(admin)
                     started = time.perf_counter()
                     cur.copy_expert("copy plain_copy from stdin with (format csv)", io.BytesIO(data), size=1 << 20)
                     conn.commit()
@@ -108,6 +121,7 @@ def copy_baselines(database: DatabaseUrl, archive: Path, repeats: int) -> dict[s
             del data
             plain_table(cur)
             conn.commit()
+            checkpoint(admin)
             started = time.perf_counter()
             with zipfile.ZipFile(archive) as opened:
                 for info in opened.infolist():
@@ -227,12 +241,14 @@ def main() -> None:
             write_export(count, path)
 
     database = fresh_database(admin, "bench_export")
-    baselines = copy_baselines(database, full, args.repeats)
+    baselines = copy_baselines(admin, database, full, args.repeats)
     runs = []
     for _ in range(args.repeats):  # each into a fresh database; the last one stays for what follows
         database = fresh_database(admin, "bench_export")
+        checkpoint(admin)
         runs.append(run_import(database, full, work))
     imported = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]
+    checkpoint(admin)
     reimported = run_import(database, full, work)
     small_db = fresh_database(admin, "bench_export_quarter")
     small = run_import(small_db, quarter, work)
