@@ -9,6 +9,15 @@
 {%- endmacro %}
 
 {#
+    How far from a play `plays` looks when it recomputes the days around it: the tolerance plus the
+    minute an account-data play may span. A play and the export play it absorbs are never further
+    apart than this.
+#}
+{% macro export_match_reach() -%}
+    ({{ export_match_tolerance() }} + interval '1 minute')
+{%- endmacro %}
+
+{#
     The UTC date of a timestamptz: the partition `plays` recomputes when new plays arrive.
 #}
 {% macro utc_date(column) -%}

@@ -38,7 +38,9 @@ final as (
         albums.album_name,
         plays.context_type,
         plays.source,
-        plays.ms_played
+        plays.ms_played,
+        -- scopes the data tests to the plays the latest run wrote, as on plays
+        plays.last_load_id
 
     from plays
     -- left joins: a play must never vanish from the history because a dimension lags behind

@@ -4,6 +4,7 @@
         unique_key=['user_id', 'played_date'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        pre_hook="{{ plays_delete_changed_days() }}",
     )
 }}
 
@@ -16,34 +17,19 @@
 
     Incremental by UTC day: a run recomputes, from every source, each (user, day) that a new load
     touched (and the neighbouring day when a new play lies within the tolerance of midnight), then
-    replaces those days. A backfill of old plays is picked up; an hourly API load recomputes one or
-    two days, however long the history.
+    replaces those days (the pre-hook deletes them, so a day left without plays is emptied too). A
+    backfill of old plays is picked up; an hourly API load recomputes one or two days, however long
+    the history.
 -#}
 
-{%- set reach = "(" ~ export_match_tolerance() ~ " + interval '1 minute')" %}
+{%- set reach = export_match_reach() %}
 
 with
 
 {% if is_incremental() %}
 
-{#- The (user, day)s that new loads touched, fetched before the query is planned, so that the filters
-    below are literals the planner matches to the raw tables' (user_id, time) keys. -#}
-{%- set watermark = load_watermark('load_id') %}
-{%- set changed_days_query %}
-    select distinct new_plays.user_id, {{ utc_date('edges.edge') }}::text as played_date
-    from (
-        select user_id, played_at from {{ ref('stg_spotify__plays') }}
-        where load_id > {{ watermark }}
-        union all
-        select user_id, played_at from {{ ref('int_export_plays_deduplicated') }}
-        where content_type = 'track' and load_id > {{ watermark }}
-    ) as new_plays
-    cross join lateral (
-        values (new_plays.played_at - {{ reach }}), (new_plays.played_at + {{ reach }})
-    ) as edges (edge)
-    order by 1, 2
-{%- endset %}
-{%- set changed_days = run_query(changed_days_query).rows if execute else [] %}
+{#- The (user, day)s that new loads touched (macros/plays_changed_days.sql), as literals. -#}
+{%- set changed_days = plays_changed_days() %}
 
 {%- set in_changed_windows -%}
     {%- if not changed_days -%}
@@ -263,7 +249,10 @@ final as (
         platform,
         conn_country,
         export_play_id,
-        load_id
+        load_id,
+        -- the newest load this run read (every row it writes carries it): scopes the data tests
+        -- to the rows of the latest run (macros/get_where_subquery.sql)
+        max(load_id) over () as last_load_id
     from unioned
     {% if is_incremental() %}
         -- a day just outside the changed ones was computed before; leave its rows alone

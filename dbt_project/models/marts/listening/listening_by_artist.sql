@@ -1,4 +1,69 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['user_id', 'artist_id'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ listening_delete_changed(['user_id', 'artist_id']) }}",
+    )
+}}
+
+-- depends_on: {{ ref('int_listening_plays_removed') }}
+
+{#-
+    Incremental: recomputes the (listener, artist) pairs of the plays listening_plays wrote or
+    removed since this table's watermark (macros/listening_incremental.sql), which its pre-hook
+    deletes first, and renames the artists renamed since.
+#}
+
+{%- set watermark = listening_watermark() %}
+
 with
+
+artists as (
+
+    select * from {{ ref('artists') }}
+
+),
+
+{% if is_incremental() %}
+
+changed_pairs as (
+
+    select distinct
+        user_id,
+        artist_id
+    from {{ listening_changes(watermark) }} as changed
+
+    union
+
+    select
+        stored.user_id,
+        stored.artist_id
+    from {{ ref('artists') }} as renamed
+    inner join {{ this }} as stored on renamed.artist_id = stored.artist_id
+    where
+        renamed.last_load_id > {{ watermark }}
+        and stored.artist_name is distinct from renamed.artist_name
+
+),
+
+-- a lateral lookup: an index probe per pair whatever the planner estimates
+listening_plays as (
+
+    select listening_plays.*
+    from changed_pairs
+    cross join lateral (
+        select * from {{ ref('listening_plays') }} as listening_plays
+        where
+            listening_plays.artist_id = changed_pairs.artist_id
+            and listening_plays.user_id = changed_pairs.user_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as listening_plays
+
+),
+
+{% else %}
 
 listening_plays as (
 
@@ -6,11 +71,7 @@ listening_plays as (
 
 ),
 
-artists as (
-
-    select * from {{ ref('artists') }}
-
-),
+{% endif %}
 
 per_artist as (
 
@@ -45,7 +106,8 @@ final as (
         per_artist.first_played_at,
         per_artist.last_played_at,
         per_artist.first_played_date,
-        per_artist.last_played_date
+        per_artist.last_played_date,
+        {{ listening_plays_marker() }} as last_load_id
 
     from per_artist
     left join artists on per_artist.artist_id = artists.artist_id

@@ -1,10 +1,24 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['user_id', 'track_id'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ listening_delete_changed(['user_id', 'track_id']) }}",
+    )
+}}
+
+-- depends_on: {{ ref('int_listening_plays_removed') }}
+
+{#-
+    Incremental: recomputes the (listener, track) pairs of the plays listening_plays wrote or
+    removed since this table's watermark (macros/listening_incremental.sql), which its pre-hook
+    deletes first, and the pairs whose track, artist or album changed since in the core marts.
+#}
+
+{%- set watermark = listening_watermark() %}
+
 with
-
-listening_plays as (
-
-    select * from {{ ref('listening_plays') }}
-
-),
 
 tracks as (
 
@@ -23,6 +37,80 @@ albums as (
     select * from {{ ref('albums') }}
 
 ),
+
+{% if is_incremental() %}
+
+changed_pairs as (
+
+    select distinct
+        user_id,
+        track_id
+    from {{ listening_changes(watermark) }} as changed
+
+    union
+
+    -- a track now named, credited or filed differently
+    select
+        stored.user_id,
+        stored.track_id
+    from {{ ref('tracks') }} as changed_tracks
+    inner join {{ this }} as stored on changed_tracks.track_id = stored.track_id
+    where
+        changed_tracks.last_load_id > {{ watermark }}
+        and (
+            stored.track_name is distinct from changed_tracks.track_name
+            or stored.artist_id is distinct from changed_tracks.primary_artist_id
+            or stored.album_id is distinct from changed_tracks.album_id
+        )
+
+    union
+
+    select
+        stored.user_id,
+        stored.track_id
+    from {{ ref('artists') }} as renamed
+    inner join {{ this }} as stored on renamed.artist_id = stored.artist_id
+    where
+        renamed.last_load_id > {{ watermark }}
+        and stored.artist_name is distinct from renamed.artist_name
+
+    union
+
+    select
+        stored.user_id,
+        stored.track_id
+    from {{ ref('albums') }} as renamed
+    inner join {{ this }} as stored on renamed.album_id = stored.album_id
+    where
+        renamed.last_load_id > {{ watermark }}
+        and stored.album_name is distinct from renamed.album_name
+
+),
+
+-- a lateral lookup: an index probe per pair whatever the planner estimates
+listening_plays as (
+
+    select listening_plays.*
+    from changed_pairs
+    cross join lateral (
+        select * from {{ ref('listening_plays') }} as listening_plays
+        where
+            listening_plays.track_id = changed_pairs.track_id
+            and listening_plays.user_id = changed_pairs.user_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as listening_plays
+
+),
+
+{% else %}
+
+listening_plays as (
+
+    select * from {{ ref('listening_plays') }}
+
+),
+
+{% endif %}
 
 per_track as (
 
@@ -59,7 +147,8 @@ final as (
         per_track.first_played_at,
         per_track.last_played_at,
         per_track.first_played_date,
-        per_track.last_played_date
+        per_track.last_played_date,
+        {{ listening_plays_marker() }} as last_load_id
 
     from per_track
     -- current names and credits, as in the tracks mart

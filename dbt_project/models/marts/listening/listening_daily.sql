@@ -1,10 +1,57 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['user_id', 'played_date'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ listening_delete_changed(['user_id', 'played_date']) }}",
+    )
+}}
+
+-- depends_on: {{ ref('int_listening_plays_removed') }}
+
+{#-
+    Incremental: recomputes the days of the plays listening_plays wrote or removed since this
+    table's watermark (macros/listening_incremental.sql); its pre-hook deletes those days first.
+#}
+
 with
+
+{% if is_incremental() %}
+
+changed_days as (
+
+    select distinct
+        user_id,
+        played_date
+    from {{ listening_changes(listening_watermark()) }} as changed
+
+),
+
+-- a lateral lookup: an index probe per day whatever the planner estimates
+listening_plays as (
+
+    select listening_plays.*
+    from changed_days
+    cross join lateral (
+        select * from {{ ref('listening_plays') }} as listening_plays
+        where
+            listening_plays.user_id = changed_days.user_id
+            and listening_plays.played_date = changed_days.played_date
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as listening_plays
+
+),
+
+{% else %}
 
 listening_plays as (
 
     select * from {{ ref('listening_plays') }}
 
 ),
+
+{% endif %}
 
 final as (
 
@@ -17,7 +64,8 @@ final as (
         count(distinct track_id) as distinct_tracks,
         count(distinct artist_id) as distinct_artists,
         min(played_at) as first_played_at,
-        max(played_at) as last_played_at
+        max(played_at) as last_played_at,
+        {{ listening_plays_marker() }} as last_load_id
 
     from listening_plays
     group by 1, 2

@@ -1,12 +1,177 @@
--- Every listening mart starts here, so "how long was listened" and "which local day and hour"
--- are decided once. Timestamps stay UTC; the calendar columns use the `reporting_timezone` var.
+{{
+    config(
+        materialized='incremental',
+        unique_key='play_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ listening_plays_delete_changed_windows() }}",
+    )
+}}
+
+-- depends_on: {{ ref('int_listening_plays_removed') }}
+
+{#-
+    Every listening mart starts here, so "how long was listened" and "which local day and hour"
+    are decided once. Timestamps stay UTC; the calendar columns use the `reporting_timezone` var.
+
+    Incremental (see macros/listening_incremental.sql): the pre-hook deletes each UTC (user, day)
+    that `plays` may have rewritten since the last run, and this query inserts those days again from
+    `plays`, plus the plays outside them whose track, artist or album changed its name or length
+    (they replace their stored rows through the unique key).
+#}
+
+{%- set watermark = listening_plays_watermark() %}
+
 with
 
-plays as (
+{% if is_incremental() %}
 
-    select * from {{ ref('plays') }}
+changed_windows as (
+
+    select * from {{ listening_plays_changed_windows(watermark) }} as windows
 
 ),
+
+-- lateral lookups here and below: each probes an index whatever the planner estimates
+window_plays as (
+
+    select window_plays.*
+    from changed_windows
+    cross join lateral (
+        select * from {{ ref('plays') }} as plays
+        where
+            plays.user_id = changed_windows.user_id
+            and plays.played_date = changed_windows.utc_date
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as window_plays
+
+),
+
+-- Every stored row of a track carries its current name and length (of an artist, an album: its
+-- name), so one stored row per track touched by newer loads tells whether all of them are stale.
+-- (The stored rows of the changed windows are already gone: the pre-hook deleted them.)
+stale_tracks as (
+
+    select tracks.track_id
+    from {{ ref('tracks') }} as tracks
+    cross join lateral (
+        select
+            stored.track_name,
+            stored.duration_ms
+        from {{ this }} as stored
+        where stored.track_id = tracks.track_id
+        limit 1
+    ) as stored
+    where
+        tracks.last_load_id > {{ watermark }}
+        and (
+            stored.track_name is distinct from tracks.track_name
+            or stored.duration_ms is distinct from tracks.duration_ms
+        )
+
+),
+
+renamed_artists as (
+
+    select artists.artist_id
+    from {{ ref('artists') }} as artists
+    cross join lateral (
+        select stored.artist_name
+        from {{ this }} as stored
+        where stored.artist_id = artists.artist_id
+        limit 1
+    ) as stored
+    where
+        artists.last_load_id > {{ watermark }}
+        and stored.artist_name is distinct from artists.artist_name
+
+),
+
+renamed_albums as (
+
+    select albums.album_id
+    from {{ ref('albums') }} as albums
+    cross join lateral (
+        select stored.album_name
+        from {{ this }} as stored
+        where stored.album_id = albums.album_id
+        limit 1
+    ) as stored
+    where
+        albums.last_load_id > {{ watermark }}
+        and stored.album_name is distinct from albums.album_name
+
+),
+
+-- one lookup per dimension: an `or` of three `in` lists would scan the whole table
+restated as (
+
+    select stored.play_id, stored.listened_ms, stored.last_load_id
+    from stale_tracks
+    cross join lateral (
+        select * from {{ this }} as stored
+        where stored.track_id = stale_tracks.track_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as stored
+
+    union
+
+    select stored.play_id, stored.listened_ms, stored.last_load_id
+    from renamed_artists
+    cross join lateral (
+        select * from {{ this }} as stored
+        where stored.artist_id = renamed_artists.artist_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as stored
+
+    union
+
+    select stored.play_id, stored.listened_ms, stored.last_load_id
+    from renamed_albums
+    cross join lateral (
+        select * from {{ this }} as stored
+        where stored.album_id = renamed_albums.album_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as stored
+
+),
+
+candidates as (
+
+    select
+        window_plays.*,
+        null::bigint as stored_listened_ms,
+        null::text as stored_last_load_id
+    from window_plays
+
+    union all
+
+    select
+        plays.*,
+        restated.listened_ms as stored_listened_ms,
+        restated.last_load_id as stored_last_load_id
+    from restated
+    cross join lateral (
+        select * from {{ ref('plays') }} as plays
+        where plays.play_id = restated.play_id
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as plays
+
+),
+
+{% else %}
+
+candidates as (
+
+    select
+        *,
+        null::bigint as stored_listened_ms,
+        null::text as stored_last_load_id
+    from {{ ref('plays') }}
+
+),
+
+{% endif %}
 
 tracks as (
 
@@ -29,27 +194,31 @@ albums as (
 joined as (
 
     select
-        plays.user_id,
-        plays.played_at,
-        plays.track_id,
-        plays.primary_artist_id as artist_id,
-        plays.album_id,
-        plays.context_type,
+        candidates.play_id,
+        candidates.user_id,
+        candidates.played_at,
+        candidates.track_id,
+        candidates.primary_artist_id as artist_id,
+        candidates.album_id,
+        candidates.context_type,
         tracks.track_name,
         artists.artist_name,
         albums.album_name,
-        -- LISTENED TIME (switch point): the API only tells the track's length. Once plays carries
-        -- the export's `ms_played` (null for API plays), use coalesce(plays.ms_played, tracks.duration_ms).
+        tracks.duration_ms,
+        -- What was heard: the export's ms_played where the export holds the play, else (the API
+        -- does not say) the track's full length, so a skip the export does not know counts in full.
         -- A track of unknown length counts as 0 ms rather than dropping the play from the sums.
-        coalesce(tracks.duration_ms, 0)::bigint as listened_ms,
+        coalesce(candidates.ms_played, tracks.duration_ms, 0)::bigint as listened_ms,
+        candidates.stored_listened_ms,
+        candidates.stored_last_load_id,
         -- the listener's wall clock: timestamp without time zone in the reporting time zone
-        plays.played_at at time zone '{{ var("reporting_timezone") | replace("'", "''") }}' as played_at_local
+        {{ reporting_local_time('candidates.played_at') }} as played_at_local
 
-    from plays
+    from candidates
     -- left joins: a play must never vanish because a dimension lags behind
-    left join tracks on plays.track_id = tracks.track_id
-    left join artists on plays.primary_artist_id = artists.artist_id
-    left join albums on plays.album_id = albums.album_id
+    left join tracks on candidates.track_id = tracks.track_id
+    left join artists on candidates.primary_artist_id = artists.artist_id
+    left join albums on candidates.album_id = albums.album_id
 
 ),
 
@@ -57,6 +226,7 @@ final as (
 
     select
         ---------- ids
+        play_id,
         user_id,
         track_id,
         artist_id,
@@ -69,6 +239,7 @@ final as (
         context_type,
 
         ---------- numerics
+        duration_ms,
         listened_ms,
         extract(hour from played_at_local)::integer as played_hour,
         extract(isodow from played_at_local)::integer as played_weekday,
@@ -77,7 +248,15 @@ final as (
         played_at_local::date as played_date,
         -- played_at marks the end of a play (Spotify's convention), so it started this much earlier
         played_at - listened_ms * interval '1 millisecond' as started_at,
-        played_at
+        played_at,
+
+        ---------- incremental bookkeeping
+        -- a play restated for a new name only keeps its marker: the marts downstream read names
+        -- from the dimensions, and only a new listened time concerns them
+        case
+            when listened_ms = stored_listened_ms then stored_last_load_id
+            else (select max(load_id) from {{ ref('plays') }})
+        end as last_load_id
 
     from joined
 

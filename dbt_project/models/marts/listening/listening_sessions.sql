@@ -1,5 +1,25 @@
--- A session is a run of plays with no pause longer than `session_gap_minutes` (a dbt var)
--- between the end of one play and the estimated start of the next.
+{{
+    config(
+        materialized='incremental',
+        unique_key=['user_id', 'session_number'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ listening_sessions_delete_restarted() }}",
+    )
+}}
+
+-- depends_on: {{ ref('int_listening_plays_removed') }}
+
+{#-
+    A session is a run of plays with no pause longer than `session_gap_minutes` (a dbt var)
+    between the end of one play and the estimated start of the next.
+
+    Incremental: per listener with plays written or removed since this table's watermark, the
+    sessions are recomputed from the one holding the last unchanged play on, numbered on from
+    there (listening_sessions_restarts in macros/listening_incremental.sql); the pre-hook deletes
+    them first. An hourly run recomputes the day's last session or two.
+#}
+
 {%- set gap_minutes = var('session_gap_minutes') | string | trim %}
 {%- if not gap_minutes.isdigit() or gap_minutes | int == 0 %}
     {{ exceptions.raise_compiler_error(
@@ -10,11 +30,55 @@
 
 with
 
-listening_plays as (
+{% if is_incremental() %}
 
-    select * from {{ ref('listening_plays') }}
+restarts as (
+
+    select * from (
+        values
+        {%- for restart in listening_sessions_restarts() %}
+            (
+                '{{ restart[0] | replace("'", "''") }}',
+                {{ "timestamptz '" ~ restart[1] ~ "'" if restart[1] is not none else "null::timestamptz" }},
+                {{ restart[2] }}::bigint
+            ){{ "," if not loop.last }}
+        {%- else %}
+            (null::text, null::timestamptz, null::bigint)
+        {%- endfor %}
+    ) as restarts (user_id, restart_at, first_session_number)
+    where user_id is not null
 
 ),
+
+-- a lateral lookup: an index range scan per listener whatever the planner estimates
+listening_plays as (
+
+    select
+        listening_plays.*,
+        restarts.first_session_number
+    from restarts
+    cross join lateral (
+        select * from {{ ref('listening_plays') }} as listening_plays
+        where
+            listening_plays.user_id = restarts.user_id
+            and listening_plays.played_at >= coalesce(restarts.restart_at, '-infinity')
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as listening_plays
+
+),
+
+{% else %}
+
+listening_plays as (
+
+    select
+        *,
+        1::bigint as first_session_number
+    from {{ ref('listening_plays') }}
+
+),
+
+{% endif %}
 
 with_previous as (
 
@@ -45,7 +109,7 @@ numbered as (
 
     select
         *,
-        sum(case when starts_session then 1 else 0 end) over (
+        first_session_number - 1 + sum(case when starts_session then 1 else 0 end) over (
             partition by user_id order by played_at rows unbounded preceding
         ) as session_number
 
@@ -93,7 +157,11 @@ final as (
         ---------- dates and timestamps
         session_date,
         started_at,
-        ended_at
+        first_played_at,
+        ended_at,
+
+        ---------- incremental bookkeeping
+        {{ listening_plays_marker() }} as last_load_id
 
     from per_session
 
