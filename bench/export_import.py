@@ -232,7 +232,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     # dlt keeps cursors and schemas in its working dirs: a previous run's would not match fresh databases.
-    for state in ("dlt", "with-export", "without-export"):
+    for state in ("with-export", "without-export"):
         shutil.rmtree(work / state, ignore_errors=True)
     full = work / f"export_{args.plays}.zip"
     quarter = work / f"export_{args.plays // 4}.zip"

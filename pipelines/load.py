@@ -49,12 +49,10 @@ def default_pipelines_dir(database: DatabaseUrl) -> Path:
     return paths.DATA_DIR / "dlt" / hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
-def make_pipeline(
-    database: DatabaseUrl, pipelines_dir: Path | None = None, pipeline_name: str = PIPELINE_NAME
-) -> dlt.Pipeline:
-    """The dlt pipeline writing to `database`, dataset (schema) `raw` (the export import has its own name)."""
+def make_pipeline(database: DatabaseUrl, pipelines_dir: Path | None = None) -> dlt.Pipeline:
+    """The dlt pipeline writing to `database`, dataset (schema) `raw`."""
     return dlt.pipeline(
-        pipeline_name=pipeline_name,
+        pipeline_name=PIPELINE_NAME,
         destination=dlt.destinations.postgres(credentials=str(database)),
         dataset_name=RAW_SCHEMA,
         pipelines_dir=str(pipelines_dir or default_pipelines_dir(database)),

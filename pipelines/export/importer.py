@@ -179,7 +179,7 @@ class _ImportRun:
         worker = CopyWorker(self.cur)
         try:
             for number, export_file in enumerate(files, start=1):
-                self._send(worker, export_file, FileReport(export_file, number), scratch=False)
+                self._send(worker, FileReport(export_file, number), scratch=False)
             results = worker.wait()
             repeated = [result.job.tag for result in results if result.outcome is Outcome.DUPLICATE]
             if repeated:
@@ -187,7 +187,7 @@ class _ImportRun:
                 if on_stage is not None:
                     on_stage(f"re-reading {len(repeated)} file(s) that repeat stored plays")
                 for report in repeated:
-                    self._send(worker, report.export_file, report, scratch=True, count=False)
+                    self._send(worker, report, scratch=True, count=False)
                 results = worker.wait()
         finally:
             worker.close()
@@ -197,10 +197,12 @@ class _ImportRun:
                 loaded[result.job.tag.export_file.export_format.table] += result.rows
         return {table: rows for table, rows in loaded.items() if rows}
 
-    def _send(
-        self, worker: CopyWorker, export_file: ExportFile, report: FileReport, *, scratch: bool, count: bool = True
-    ) -> None:
-        """Stream one file into a COPY job; record a bad file's error (or raise it, unless skipping)."""
+    def _send(self, worker: CopyWorker, report: FileReport, *, scratch: bool, count: bool = True) -> None:
+        """Stream the report's file into a COPY job; record a bad file's error (or raise it, unless skipping).
+
+        `count`: track the rows for the summary and progress (off when a file is read a second time).
+        """
+        export_file = report.export_file
         export_format = export_file.export_format
         if count:
             self.tracker.files.append(report)
