@@ -41,7 +41,7 @@ class CopyJob:
     """One `COPY` statement, then optionally more work on the same cursor (inside the job's savepoint).
 
     Attributes:
-        statement: `COPY <table> (<columns>) FROM STDIN WITH (FORMAT csv)`.
+        statement: `COPY <table> (<columns>) FROM STDIN` (text format, or whatever format `encode` produces).
         encode: turns each chunk written into the bytes sent (in the worker's thread); None: chunks are bytes.
         then: run after the copy succeeded; returns the job's row count (default: the rows copied).
         tag: anything the caller needs to recognise the job's result.
@@ -75,7 +75,7 @@ class _Aborted(Exception):
 
 
 class CopyWorker:
-    """A thread that runs `CopyJob`s on `cursor`, fed with chunks of CSV (or what the job encodes) by the caller.
+    """A thread that runs `CopyJob`s on `cursor`, fed by the caller with chunks of COPY data (or what jobs encode).
 
     Use: `start(job)`, `write(chunk)` any number of times, then `end()` (or `abort()`); repeat; `wait()`
     returns the results of the jobs so far, `close()` stops the thread. A database error other than a duplicate
@@ -176,7 +176,7 @@ class CopyWorker:
 
 
 class _JobData:
-    """The file-like object psycopg2 reads a job's CSV from: the queued chunks up to the job's end marker."""
+    """The file-like object psycopg2 reads a job's data from: the queued chunks up to the job's end marker."""
 
     def __init__(self, chunks: queue.Queue[Any], encode: Callable[[Any], bytes] | None) -> None:
         self._chunks = chunks

@@ -1,8 +1,8 @@
 """Import Spotify's privacy export into `raw`, in one transaction, at the speed of a bulk `COPY`.
 
 Each streaming-history file becomes one `COPY` job (see `copy_worker`): its plays, decoded and validated
-chunk by chunk (`reader`), stream as CSV into PostgreSQL while the next chunk is parsed. A file goes one of
-two ways:
+chunk by chunk (`reader`), stream in COPY's text format (`copy_text`) into PostgreSQL while the next chunk is
+parsed. A file goes one of two ways:
 
 - **straight** into its raw table (`raw.export_extended_plays` / `raw.export_account_plays`), when it starts
   outside every time range stored for the user or read earlier in this import: a first import, or a newer
@@ -33,12 +33,12 @@ from typing import Any
 
 import psycopg2
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 from dlt.common.storages.load_package import create_load_id
 from psycopg2 import sql
 
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
+from pipelines.export.copy_text import encode_rows
 from pipelines.export.copy_worker import CopyJob, CopyWorker, Outcome
 from pipelines.export.formats import (
     FILE_NUMBER_COLUMN,
@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 RAW_SCHEMA = "raw"
 FILES_TABLE = "export_files"
 LOAD_ID_COLUMN = "_dlt_load_id"  # dlt's name and format, so dbt reads API and export loads alike
-_CSV = pa_csv.WriteOptions(include_header=False)
 
 
 @dataclass
@@ -130,10 +129,8 @@ def import_history(
                 on_stage("committing")
             _log_files(cur, summary, tracker.accepted)
             for export_format in FORMATS:
-                # Fresh statistics right away: dbt's incremental filters (new loads, a few days) only use the
-                # indexes when the planner knows how load ids and times are spread.
                 if loaded.get(export_format.table):
-                    cur.execute(sql.SQL("analyze {}").format(sql.Identifier(RAW_SCHEMA, export_format.table)))
+                    _analyze(cur, export_format)
         conn.commit()
     except psycopg2.Error as exc:
         raise PipelineError(f"the import failed, nothing was imported: {_first_line(exc)}") from None
@@ -165,7 +162,6 @@ class _ImportRun:
         self.summary = summary
         self.tracker = tracker
         self.include_network_data = include_network_data
-        self.load_id = pa.scalar(summary.load_id, pa.string())
         # Per format: the (first, last) play times stored for the user or read earlier in this import.
         self.known = {f.name: _stored_ranges(cur, summary.user_id, f) for f in FORMATS}
         self.scratch = {f.name: _create_scratch_table(cur, f) for f in FORMATS}
@@ -266,7 +262,7 @@ class _ImportRun:
         )
 
     def _copy_statement(self, table: sql.Identifier, columns: sql.Composed) -> str:
-        statement = sql.SQL("copy {} ({}) from stdin with (format csv)").format(table, columns)
+        statement = sql.SQL("copy {} ({}) from stdin with (format text)").format(table, columns)
         return statement.as_string(self.cur)
 
     def _columns(self, export_format: ExportFormat) -> list[str]:
@@ -280,16 +276,12 @@ class _ImportRun:
         ]
 
     def _encoder(self, report: FileReport) -> Callable[[pa.RecordBatch], bytes]:
-        """Turns a batch of the file into CSV, with the file's number and the load id; runs in the COPY
+        """Turns a batch of the file into COPY text, with the file's number and the load id; runs in the COPY
         worker's thread, mostly without the GIL."""
-        number = pa.scalar(report.number, pa.int32())
+        constants = (str(report.number), self.summary.load_id)
 
         def encode(batch: pa.RecordBatch) -> bytes:
-            batch = batch.append_column(FILE_NUMBER_COLUMN, pa.repeat(number, batch.num_rows))
-            batch = batch.append_column(LOAD_ID_COLUMN, pa.repeat(self.load_id, batch.num_rows))
-            out = pa.BufferOutputStream()  # not a Python file object: Arrow writes it without the GIL
-            pa_csv.write_csv(batch, out, _CSV)
-            return out.getvalue().to_pybytes()
+            return encode_rows(batch, constants)
 
         return encode
 
@@ -363,6 +355,20 @@ def ensure_tables(database: DatabaseUrl) -> None:
         ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE))
     )
     _execute(database, statements)
+
+
+def _analyze(cur: Any, export_format: ExportFormat) -> None:
+    """Fresh statistics right away: dbt's incremental filters (new loads, a few days) only use the indexes when
+    the planner knows how load ids and times are spread. Only the key, load and file columns, which dbt's
+    models filter and join on: all columns take ANALYZE twice as long (bench/RESULTS.md)."""
+    columns = [*primary_key(export_format), LOAD_ID_COLUMN, FILE_NUMBER_COLUMN]
+    cur.execute(
+        sql.SQL("analyze {} ({})").format(_raw_table(export_format), sql.SQL(", ").join(map(sql.Identifier, columns)))
+    )
+
+
+def _raw_table(export_format: ExportFormat) -> sql.Identifier:
+    return sql.Identifier(RAW_SCHEMA, export_format.table)
 
 
 def _stored_ranges(cur: Any, user_id: str, export_format: ExportFormat) -> list[tuple[datetime, datetime]]:

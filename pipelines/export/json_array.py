@@ -56,6 +56,9 @@ class Chunk(NamedTuple):
     """One decoded chunk of the array."""
 
     items: list[Any]
+    # The chunk's JSON holds an escape sequence (a backslash) somewhere. Only then can a decoded string hold a
+    # backslash or a control character: JSON strings cannot hold raw ones.
+    has_escapes: bool
     # The chunk's JSON spells a NUL character (`\\u0000`, the only way JSON can hold one) somewhere, maybe.
     may_hold_nul: bool
 
@@ -86,7 +89,7 @@ def iter_decoded(
         if not block:
             # What follows the last object: ideally just `]`.
             rest = bytes(buffer)
-            yield Chunk(decoder.decode(_as_array(rest, first)), _NUL_ESCAPE in rest)
+            yield Chunk(decoder.decode(_as_array(rest, first)), *_escapes(rest, 0, len(rest)))
             return
         buffer += block
         opener = _LEADING.match(buffer).end()  # type: ignore[union-attr]
@@ -108,14 +111,17 @@ def iter_decoded(
                 raise
             cut = opener + exact
             items = _decode_in_place(decoder, buffer, opener, cut)
-        yield Chunk(items, _may_hold_nul(buffer, opener, cut + 1))
+        yield Chunk(items, *_escapes(buffer, opener, cut + 1))
         del buffer[: cut + 1]
         first = False
 
 
-def _may_hold_nul(buffer: bytearray, start: int, end: int) -> bool:
+def _escapes(buffer: bytes | bytearray, start: int, end: int) -> tuple[bool, bool]:
+    """(has_escapes, may_hold_nul) of `buffer[start:end]`."""
     # A one-byte search runs at memory speed; backslashes are rare in Spotify's files.
-    return buffer.find(b"\\", start, end) >= 0 and buffer.find(_NUL_ESCAPE, start, end) >= 0
+    if buffer.find(b"\\", start, end) < 0:
+        return False, False
+    return True, buffer.find(_NUL_ESCAPE, start, end) >= 0
 
 
 def _decode_in_place(decoder: msgspec.json.Decoder, buffer: bytearray, opener: int, cut: int) -> Any:

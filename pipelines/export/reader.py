@@ -20,10 +20,12 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.export.copy_text import is_plain, mark_plain
 from pipelines.export.formats import ExportFormat, arrow_schema, item_key
 from pipelines.export.inputs import ExportFile
 from pipelines.export.json_array import CHUNK_BYTES, Chunk, JsonArrayError, iter_decoded
 from pipelines.export.problems import ExportFileError
+from pipelines.export.read_ahead import read_ahead
 
 # msgspec locates errors as `$[<index>]` or `$[<index>].<field>` within the decoded chunk.
 _ERROR_PATH = re.compile(r"\s*-\s*at\s*`\$\[(\d+)\](?:\.(\w+))?`\s*$")
@@ -47,8 +49,8 @@ def read_batches(
     schema = arrow_schema(export_format, include_network_data)
     rows_before = 0
     try:
-        with export_file.open() as stream:
-            chunks = iter_decoded(stream.read, decoder, chunk_bytes)
+        with export_file.open() as stream, read_ahead(stream.read, chunk_bytes) as read:
+            chunks = iter_decoded(read, decoder, chunk_bytes)
             while True:
                 try:
                     chunk = next(chunks, None)
@@ -124,14 +126,16 @@ def _to_batch(
         arrays.append(array)
         by_column[field.column] = array
     arrays.append(item_key(export_format, by_column))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    # Without a backslash in the chunk's JSON, no value has anything for COPY to escape.
+    return batch if chunk.has_escapes or not is_plain(user_id) else mark_plain(batch)
 
 
 def _times(plays: list, export_format: ExportFormat, export_file: ExportFile, rows_before: int) -> pa.Array:
     """The time field as UTC text that PostgreSQL reads into timestamptz; a value that is not a time names its row.
 
     The text is checked with Arrow's vectorised `strptime` but kept as text: formatting parsed timestamps back
-    into CSV costs more than all other columns together, and PostgreSQL parses ISO 8601 at `COPY` anyway.
+    into COPY text costs more than all other columns together, and PostgreSQL parses ISO 8601 at `COPY` anyway.
     """
     raw = pa.array(list(map(attrgetter(export_format.time_field), plays)), type=pa.string())
     parsed = pc.strptime(raw, format=export_format.time_format, unit="s", error_is_null=True)

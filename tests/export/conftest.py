@@ -16,6 +16,10 @@ EXTENDED_DIR = "Spotify Extended Streaming History"
 ACCOUNT_DIR = "Spotify Account Data"
 
 
+# Everything a name can hold that JSON, CSV or COPY's text format treat specially.
+AWKWARD_TRACK_NAME = 'Ünïcødé "quotes", {braces}, a\ttab, a\r\nline break and \\ back\\slash 🎧'
+
+
 def extended_play(at: datetime, **fields: Any) -> dict[str, Any]:
     """One extended-history object; `fields` override, a None value stays null, as Spotify writes it."""
     play: dict[str, Any] = {
@@ -81,7 +85,7 @@ def sample_extended_plays() -> list[dict[str, Any]]:
         extended_play(T0 + 4 * minute, ms_played=0),  # null track fields: nothing known about the play
         extended_play(
             T0 + 5 * minute,
-            master_metadata_track_name='Ünïcødé "quotes", {braces} and \\ back\\slash 🎧',
+            master_metadata_track_name=AWKWARD_TRACK_NAME,
             master_metadata_album_artist_name="Björk",
             master_metadata_album_album_name="Homogenic",
             spotify_track_uri="spotify:track:unicode00000000000001",

@@ -15,6 +15,7 @@ from pipelines.export.importer import resolve_user_id
 from pipelines.export.problems import ExportFileError, ImportRejectedError
 from tests.conftest import query
 from tests.export.conftest import (
+    AWKWARD_TRACK_NAME,
     EXTENDED_DIR,
     T0,
     USER,
@@ -52,7 +53,7 @@ def test_zip_import_loads_every_play_of_both_formats_and_keeps_no_network_data(i
         "Épisode 42: naïve café ☕",
         "Kapitel 1",
         None,  # a play Spotify recorded without any metadata is kept, not dropped
-        'Ünïcødé "quotes", {braces} and \\ back\\slash 🎧',
+        AWKWARD_TRACK_NAME,
     ]
     assert rows[1][2:4] == (12_000, "Song 2") and rows[1][7:9] == ("fwdbtn", True)  # a play under 30 s
     assert {row[0] for row in rows} == {USER}
@@ -135,9 +136,7 @@ def test_every_zip_compression_reads_the_same_plays(compression, import_into, da
     summary = import_into(archive)
 
     assert summary.rows_loaded == 6
-    assert [row[3] or row[5] or row[6] for row in query(database_url, EXTENDED_ROWS)][-1] == (
-        'Ünïcødé "quotes", {braces} and \\ back\\slash 🎧'
-    )
+    assert [row[3] or row[5] or row[6] for row in query(database_url, EXTENDED_ROWS)][-1] == AWKWARD_TRACK_NAME
 
 
 def test_a_large_file_is_read_in_chunks_with_the_same_result(database_url, tmp_path):

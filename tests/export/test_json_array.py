@@ -22,8 +22,11 @@ DECODER = msgspec.json.Decoder(list[dict[str, str | int | bool | None]])
 def decoded(data: bytes, chunk_bytes: int) -> list[dict]:
     chunks = list(iter_decoded(io.BytesIO(data).read, DECODER, chunk_bytes))
     for chunk in chunks:
-        if any("\x00" in str(value) for item in chunk.items for value in item.values()):
+        values = [str(value) for item in chunk.items for value in item.values()]
+        if any("\x00" in value for value in values):
             assert chunk.may_hold_nul  # a NUL is never missed (it would break PostgreSQL's text)
+        if any(special in value for value in values for special in "\\\t\n\r\x00"):
+            assert chunk.has_escapes  # nor is a character that COPY's text format escapes
     return [item for chunk in chunks for item in chunk.items]
 
 
