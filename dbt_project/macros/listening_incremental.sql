@@ -296,3 +296,22 @@
         {%- endfor %}
     {%- endif -%}
 {%- endmacro %}
+
+
+{#
+    The rows of `relation` that match a row of the CTE `driver`, on `columns` (the relation's column
+    -> the driver's column): a lateral lookup, i.e. one index probe per driver row whatever the
+    planner estimates. The incremental listening marts fetch the plays of their changed keys this way.
+#}
+{% macro lateral_lookup(relation, driver, columns) %}
+    select matched.*
+    from {{ driver }}
+    cross join lateral (
+        select * from {{ relation }} as matched
+        where
+        {%- for column, driver_column in columns.items() %}
+            {{ 'and ' if not loop.first }}matched.{{ column }} = {{ driver }}.{{ driver_column }}
+        {%- endfor %}
+        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
+    ) as matched
+{% endmacro %}

@@ -76,20 +76,16 @@ grid as (
 
 ),
 
--- the plays of the changed cells only (a new listener's other cells have none), by a lateral
--- lookup: an index probe per cell whatever the planner estimates
+-- the plays of the changed cells only (a new listener's other cells have none)
 listening_plays as (
 
-    select listening_plays.*
-    from changed_cells
-    cross join lateral (
-        select * from {{ ref('listening_plays') }} as listening_plays
-        where
-            listening_plays.user_id = changed_cells.user_id
-            and listening_plays.played_weekday = changed_cells.weekday
-            and listening_plays.played_hour = changed_cells.hour_of_day
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as listening_plays
+    {{
+        lateral_lookup(
+            ref('listening_plays'),
+            'changed_cells',
+            {'user_id': 'user_id', 'played_weekday': 'weekday', 'played_hour': 'hour_of_day'},
+        )
+    }}
 
 ),
 

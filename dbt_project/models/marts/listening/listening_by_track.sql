@@ -87,18 +87,9 @@ changed_pairs as (
 
 ),
 
--- a lateral lookup: an index probe per pair whatever the planner estimates
 listening_plays as (
 
-    select listening_plays.*
-    from changed_pairs
-    cross join lateral (
-        select * from {{ ref('listening_plays') }} as listening_plays
-        where
-            listening_plays.track_id = changed_pairs.track_id
-            and listening_plays.user_id = changed_pairs.user_id
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as listening_plays
+    {{ lateral_lookup(ref('listening_plays'), 'changed_pairs', {'track_id': 'track_id', 'user_id': 'user_id'}) }}
 
 ),
 

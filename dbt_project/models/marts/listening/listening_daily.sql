@@ -28,18 +28,9 @@ changed_days as (
 
 ),
 
--- a lateral lookup: an index probe per day whatever the planner estimates
 listening_plays as (
 
-    select listening_plays.*
-    from changed_days
-    cross join lateral (
-        select * from {{ ref('listening_plays') }} as listening_plays
-        where
-            listening_plays.user_id = changed_days.user_id
-            and listening_plays.played_date = changed_days.played_date
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as listening_plays
+    {{ lateral_lookup(ref('listening_plays'), 'changed_days', {'user_id': 'user_id', 'played_date': 'played_date'}) }}
 
 ),
 

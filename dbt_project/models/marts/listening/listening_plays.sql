@@ -35,15 +35,7 @@ changed_windows as (
 -- lateral lookups here and below: each probes an index whatever the planner estimates
 window_plays as (
 
-    select window_plays.*
-    from changed_windows
-    cross join lateral (
-        select * from {{ ref('plays') }} as plays
-        where
-            plays.user_id = changed_windows.user_id
-            and plays.played_date = changed_windows.utc_date
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as window_plays
+    {{ lateral_lookup(ref('plays'), 'changed_windows', {'user_id': 'user_id', 'played_date': 'utc_date'}) }}
 
 ),
 
@@ -106,33 +98,18 @@ renamed_albums as (
 -- one lookup per dimension: an `or` of three `in` lists would scan the whole table
 restated as (
 
-    select stored.play_id, stored.listened_ms, stored.last_load_id
-    from stale_tracks
-    cross join lateral (
-        select * from {{ this }} as stored
-        where stored.track_id = stale_tracks.track_id
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as stored
+    select play_id, listened_ms, last_load_id
+    from ({{ lateral_lookup(this, 'stale_tracks', {'track_id': 'track_id'}) }}) as of_tracks
 
     union
 
-    select stored.play_id, stored.listened_ms, stored.last_load_id
-    from renamed_artists
-    cross join lateral (
-        select * from {{ this }} as stored
-        where stored.artist_id = renamed_artists.artist_id
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as stored
+    select play_id, listened_ms, last_load_id
+    from ({{ lateral_lookup(this, 'renamed_artists', {'artist_id': 'artist_id'}) }}) as of_artists
 
     union
 
-    select stored.play_id, stored.listened_ms, stored.last_load_id
-    from renamed_albums
-    cross join lateral (
-        select * from {{ this }} as stored
-        where stored.album_id = renamed_albums.album_id
-        offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
-    ) as stored
+    select play_id, listened_ms, last_load_id
+    from ({{ lateral_lookup(this, 'renamed_albums', {'album_id': 'album_id'}) }}) as of_albums
 
 ),
 
