@@ -315,3 +315,21 @@
         offset 0  -- a planner fence: PostgreSQL would flatten a plain subquery into a (hash) join
     ) as matched
 {% endmacro %}
+
+
+{#
+    The `keys` of this mart's stored rows whose `entity` (artist or album: its mart, id and name
+    columns of the same names) was renamed by a load newer than `watermark`.
+#}
+{% macro listening_renamed(entity, keys, watermark) %}
+    {%- set id_column, name_column = entity ~ '_id', entity ~ '_name' %}
+    select
+        {%- for key in keys %}
+        stored.{{ key }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from {{ ref(entity ~ 's') }} as renamed
+    inner join {{ this }} as stored on renamed.{{ id_column }} = stored.{{ id_column }}
+    where
+        renamed.last_load_id > {{ watermark }}
+        and stored.{{ name_column }} is distinct from renamed.{{ name_column }}
+{% endmacro %}

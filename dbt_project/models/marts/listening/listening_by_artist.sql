@@ -37,14 +37,7 @@ changed_pairs as (
 
     union
 
-    select
-        stored.user_id,
-        stored.artist_id
-    from {{ ref('artists') }} as renamed
-    inner join {{ this }} as stored on renamed.artist_id = stored.artist_id
-    where
-        renamed.last_load_id > {{ watermark }}
-        and stored.artist_name is distinct from renamed.artist_name
+    {{ listening_renamed('artist', ['user_id', 'artist_id'], watermark) }}
 
 ),
 

@@ -65,25 +65,11 @@ changed_pairs as (
 
     union
 
-    select
-        stored.user_id,
-        stored.track_id
-    from {{ ref('artists') }} as renamed
-    inner join {{ this }} as stored on renamed.artist_id = stored.artist_id
-    where
-        renamed.last_load_id > {{ watermark }}
-        and stored.artist_name is distinct from renamed.artist_name
+    {{ listening_renamed('artist', ['user_id', 'track_id'], watermark) }}
 
     union
 
-    select
-        stored.user_id,
-        stored.track_id
-    from {{ ref('albums') }} as renamed
-    inner join {{ this }} as stored on renamed.album_id = stored.album_id
-    where
-        renamed.last_load_id > {{ watermark }}
-        and stored.album_name is distinct from renamed.album_name
+    {{ listening_renamed('album', ['user_id', 'track_id'], watermark) }}
 
 ),
 
