@@ -333,3 +333,31 @@
         renamed.last_load_id > {{ watermark }}
         and stored.{{ name_column }} is distinct from renamed.{{ name_column }}
 {% endmacro %}
+
+
+{#
+    The ids of the tracks, artists or albums (`entity`) that a load newer than `watermark` changed in
+    one of `columns` since this mart stored them. Every stored row of an entity carries its current
+    values, so one stored row per entity, found by an index probe, tells whether all of them are stale.
+#}
+{% macro listening_stale(entity, columns, watermark) %}
+    {%- set id_column = entity ~ '_id' %}
+    select changed.{{ id_column }}
+    from {{ ref(entity ~ 's') }} as changed
+    cross join lateral (
+        select
+            {%- for column in columns %}
+            stored.{{ column }}{{ ',' if not loop.last }}
+            {%- endfor %}
+        from {{ this }} as stored
+        where stored.{{ id_column }} = changed.{{ id_column }}
+        limit 1
+    ) as stored
+    where
+        changed.last_load_id > {{ watermark }}
+        and (
+            {%- for column in columns %}
+            {{ 'or ' if not loop.first }}stored.{{ column }} is distinct from changed.{{ column }}
+            {%- endfor %}
+        )
+{% endmacro %}

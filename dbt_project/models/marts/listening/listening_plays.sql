@@ -39,59 +39,23 @@ window_plays as (
 
 ),
 
--- Every stored row of a track carries its current name and length (of an artist, an album: its
--- name), so one stored row per track touched by newer loads tells whether all of them are stale.
--- (The stored rows of the changed windows are already gone: the pre-hook deleted them.)
+-- The tracks (name, length), artists and albums (name) whose stored values are stale. (The stored
+-- rows of the changed windows are already gone: the pre-hook deleted them.)
 stale_tracks as (
 
-    select tracks.track_id
-    from {{ ref('tracks') }} as tracks
-    cross join lateral (
-        select
-            stored.track_name,
-            stored.duration_ms
-        from {{ this }} as stored
-        where stored.track_id = tracks.track_id
-        limit 1
-    ) as stored
-    where
-        tracks.last_load_id > {{ watermark }}
-        and (
-            stored.track_name is distinct from tracks.track_name
-            or stored.duration_ms is distinct from tracks.duration_ms
-        )
+    {{ listening_stale('track', ['track_name', 'duration_ms'], watermark) }}
 
 ),
 
 renamed_artists as (
 
-    select artists.artist_id
-    from {{ ref('artists') }} as artists
-    cross join lateral (
-        select stored.artist_name
-        from {{ this }} as stored
-        where stored.artist_id = artists.artist_id
-        limit 1
-    ) as stored
-    where
-        artists.last_load_id > {{ watermark }}
-        and stored.artist_name is distinct from artists.artist_name
+    {{ listening_stale('artist', ['artist_name'], watermark) }}
 
 ),
 
 renamed_albums as (
 
-    select albums.album_id
-    from {{ ref('albums') }} as albums
-    cross join lateral (
-        select stored.album_name
-        from {{ this }} as stored
-        where stored.album_id = albums.album_id
-        limit 1
-    ) as stored
-    where
-        albums.last_load_id > {{ watermark }}
-        and stored.album_name is distinct from albums.album_name
+    {{ listening_stale('album', ['album_name'], watermark) }}
 
 ),
 
