@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
@@ -45,7 +46,8 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             error = exc if isinstance(exc, PipelineError) else _broken_config_file(exc)
             if error is None:
                 raise
-            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            # Escaped: a file name or a server's message may hold what rich reads as markup (`[/x]`).
+            console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(error, "exit_code", 1)) from None
 
     return wrapper

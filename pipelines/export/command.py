@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipelines.database import DatabaseUrl
+from pipelines.errors import PipelineError
 from pipelines.export.importer import ImportSummary, import_history
 from pipelines.export.inputs import Discovery, ExportFile
+
+log = logging.getLogger(__name__)
 
 
 def run_import(
@@ -24,21 +29,40 @@ def run_import(
     include_network_data: bool = False,
     skip_invalid_files: bool = False,
 ) -> ImportSummary:
-    """Import `paths` into `database`, showing progress (files, rows, rows/s) and a summary on `console`."""
+    """Import `paths` into `database`, showing progress (files, rows, rows/s) and a summary on `console`.
+
+    Raises:
+        PipelineError: the import failed (nothing was imported); one line, never a traceback, even for a
+            failure no one foresaw (its traceback is logged at debug level: `--verbose` shows it).
+    """
     display = _ProgressDisplay(console)
-    with display.progress:
-        summary = import_history(
-            database,
-            paths,
-            user_id=user_id,
-            include_network_data=include_network_data,
-            skip_invalid_files=skip_invalid_files,
-            on_discovered=display.discovered,
-            on_progress=display.advance,
-            on_stage=display.stage,
-        )
+    try:
+        with display.progress:
+            summary = import_history(
+                database,
+                paths,
+                user_id=user_id,
+                include_network_data=include_network_data,
+                skip_invalid_files=skip_invalid_files,
+                on_discovered=display.discovered,
+                on_progress=display.advance,
+                on_stage=display.stage,
+            )
+    except PipelineError:
+        raise
+    except Exception as exc:
+        log.debug("import-history failed", exc_info=True)
+        raise PipelineError(
+            f"the import failed, nothing was imported: {type(exc).__name__}: {_first_line(exc)} "
+            "(run with --verbose for details)"
+        ) from None
     print_summary(summary, console, include_network_data)
     return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no details"
 
 
 class _ProgressDisplay:
@@ -93,13 +117,18 @@ def print_summary(summary: ImportSummary, console: Console, include_network_data
         table.add_row(f"  into raw.{name}", f"{count:,}")
     table.add_row("duplicates skipped (already stored)", f"{summary.duplicates_skipped:,}")
     if summary.files_reread:
-        table.add_row("files read twice (they repeated stored plays)", f"{summary.files_reread:,}")
+        table.add_row("files read twice (plays sharing a key, or stored already)", f"{summary.files_reread:,}")
     table.add_row("files rejected", f"{len(summary.rejected):,}")
     table.add_row("other export files (not streaming history)", f"{len(summary.files_skipped):,}")
     table.add_row("time", f"{summary.seconds:,.1f} s ({summary.rows_per_second:,.0f} rows/s)")
     table.add_row("IP addresses and user agents", "stored" if include_network_data else "not stored")
     console.print(table)
     for error in summary.rejected:
-        console.print(f"[bold yellow]rejected:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]rejected:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    for warning in summary.warnings:
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if summary.files_skipped:
+        names = ", ".join(Path(name).name for name in summary.files_skipped)
+        console.print(f"other export files, not loaded: {escape(names)}", highlight=False, soft_wrap=True)
     if summary.rows_loaded:
         console.print("Run `python -m pipelines transform` to model the imported plays (analytics.plays, coverage).")

@@ -9,9 +9,10 @@ parsed. A file goes one of two ways:
   export's new months, costs one `COPY`;
 - **through a scratch table**, when it may repeat plays that are stored already (a reimport, an overlapping
   newer export, the same file twice): copied into a temporary table, then inserted with
-  `on conflict do nothing`. A straight file that turns out to repeat a stored play (the raw tables' primary
-  key is user, end time, ms played and item, see `formats.item_key`) is undone by its savepoint and read again
-  this way.
+  `on conflict do nothing`, each row numbered among the file's rows that share its user, end time, ms played
+  and item (`occurrence`, see `formats.occurrence_order`). A straight file stores every row as occurrence 0;
+  one that turns out to hold two rows with the same key, or to repeat a stored play, breaks the raw table's
+  primary key (`formats.primary_key`), is undone by its savepoint and read again this way.
 
 The files are logged in `raw.export_files`, and everything commits at once: a reimport adds nothing, a file
 that fails validation leaves nothing behind, a crash or kill rolls the whole import back, and what is already
@@ -44,20 +45,26 @@ from pipelines.export.formats import (
     FILE_NUMBER_COLUMN,
     FORMATS,
     ITEM_KEY_COLUMN,
+    OCCURRENCE_COLUMN,
     USER_COLUMN,
     ExportFormat,
+    occurrence_order,
     primary_key,
 )
 from pipelines.export.inputs import Discovery, ExportFile, discover
 from pipelines.export.problems import ExportFileError, ImportRejectedError
+from pipelines.export.raw_tables import (
+    LOAD_ID_COLUMN,
+    RAW_SCHEMA,
+    ensure_tables,
+    files_table,
+    load_index_name,
+    raw_table,
+)
 from pipelines.export.reader import read_batches
-from pipelines.export.tracking import FileReport, ReadTracker, time_range
+from pipelines.export.tracking import AscendingTimes, FileReport, ReadTracker, time_range
 
 log = logging.getLogger(__name__)
-
-RAW_SCHEMA = "raw"
-FILES_TABLE = "export_files"
-LOAD_ID_COLUMN = "_dlt_load_id"  # dlt's name and format, so dbt reads API and export loads alike
 
 
 @dataclass
@@ -69,11 +76,12 @@ class ImportSummary:
     files_skipped: list[str] = field(default_factory=list)  # the export's other files (not streaming history)
     rows_read: int = 0
     rows_loaded: int = 0
-    duplicates_skipped: int = 0
+    duplicates_skipped: int = 0  # plays read that were stored already (by an earlier import, or earlier in this one)
     rejected: list[ExportFileError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one line each, naming the file (e.g. a file without plays)
     loaded_by_table: dict[str, int] = field(default_factory=dict)
     load_id: str | None = None
-    files_reread: int = 0  # files sent straight that repeated stored plays, read again through the scratch table
+    files_reread: int = 0  # files sent straight that broke the key, read again through the scratch table
     seconds: float = 0.0
 
     @property
@@ -110,14 +118,18 @@ def import_history(
         PipelineError: the database failed; nothing was imported.
     """
     started = time.perf_counter()
-    try:
-        found = discover(list(paths))
-    except ExportFileError as exc:
-        raise ImportRejectedError([exc]) from None
+    found = discover(list(paths))
+    if found.rejected and not skip_invalid_files:
+        raise ImportRejectedError(found.rejected)
+    for rejected in found.rejected:
+        log.warning("skipping %s", rejected)
     if on_discovered is not None:
         on_discovered(found)
-    user = resolve_user_id(database, user_id)
-    ensure_tables(database)
+    try:
+        user = resolve_user_id(database, user_id)
+        ensure_tables(database)
+    except psycopg2.Error as exc:
+        raise PipelineError(f"the import failed, nothing was imported: {_first_line(exc)}") from None
     summary = ImportSummary(user_id=user, files_skipped=found.skipped, load_id=create_load_id())
     tracker = ReadTracker(skip_invalid_files=skip_invalid_files, on_progress=on_progress)
 
@@ -138,7 +150,7 @@ def import_history(
         conn.close()  # without a commit, PostgreSQL rolls everything back
 
     summary.files_read = len(tracker.files)
-    summary.rejected = tracker.rejected
+    summary.rejected = [*found.rejected, *tracker.rejected]
     summary.rows_read = tracker.rows_read
     summary.loaded_by_table = loaded
     summary.rows_loaded = sum(loaded.values())
@@ -204,12 +216,16 @@ class _ImportRun:
             self.tracker.files.append(report)
         started = False
         batches = read_batches(export_file, self.summary.user_id, self.include_network_data)
+        times = AscendingTimes(export_format.time_column)
         try:
             first = next(batches, None)
             if first is not None:
-                worker.start(self._job(report, scratch=scratch or self._may_repeat(export_format, first)))
+                scratch = scratch or self._may_repeat(export_format, first)
+                worker.start(self._job(report, scratch=scratch, times=times))
                 started = True
                 for batch in chain([first], batches):
+                    if scratch:
+                        times.add(batch)
                     worker.write(batch)
                     if count:
                         report.add(batch)
@@ -225,6 +241,8 @@ class _ImportRun:
             if started:
                 worker.end()
                 self.known[export_format.name].append((report.first_played_at, report.last_played_at))
+            elif count:
+                self.summary.warnings.append(f"{export_file.name}: holds no plays (an empty list), nothing to import")
         if count:
             self.tracker.notify(export_file, 0, True)
 
@@ -234,22 +252,24 @@ class _ImportRun:
         known = self.known[export_format.name]
         return any(start <= known_end and known_start <= end for known_start, known_end in known)
 
-    def _job(self, report: FileReport, *, scratch: bool) -> CopyJob:
+    def _job(self, report: FileReport, *, scratch: bool, times: AscendingTimes) -> CopyJob:
+        """The file's COPY; through the scratch table, an insert follows, which `times` (filled by the time
+        the COPY ends) spares numbering the rows when no two of them can share a key."""
         export_format = report.export_file.export_format
         columns = sql.SQL(", ").join(map(sql.Identifier, self._columns(export_format)))
         if not scratch:
-            target = sql.Identifier(RAW_SCHEMA, export_format.table)
+            target = raw_table(export_format)
             return CopyJob(self._copy_statement(target, columns), encode=self._encoder(report), tag=report)
         scratch_table = sql.Identifier(self.scratch[export_format.name])
-        stored = sql.Identifier(RAW_SCHEMA, export_format.table)
-        insert = sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
-            stored, columns, columns, scratch_table
+        numbered = _insert_numbered(export_format, columns, scratch_table)
+        # Numbering sorts the file's rows on the server, which makes the insert cost about 1.7 times as much.
+        unnumbered = sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
+            raw_table(export_format), columns, columns, scratch_table
         )
         empty = sql.SQL("truncate {}").format(scratch_table)
 
         def insert_new_plays(cur: Any) -> int:
-            # `on conflict do nothing` also keeps one of two copies of a play within the file.
-            cur.execute(insert)
+            cur.execute(unnumbered if times.strictly_ascending else numbered)
             inserted = cur.rowcount
             cur.execute(empty)
             return inserted
@@ -261,7 +281,7 @@ class _ImportRun:
             tag=report,
         )
 
-    def _copy_statement(self, table: sql.Identifier, columns: sql.Composed) -> str:
+    def _copy_statement(self, table: sql.Identifier, columns: sql.Composable) -> str:
         statement = sql.SQL("copy {} ({}) from stdin with (format text)").format(table, columns)
         return statement.as_string(self.cur)
 
@@ -284,6 +304,31 @@ class _ImportRun:
             return encode_rows(batch, constants)
 
         return encode
+
+
+def _insert_numbered(export_format: ExportFormat, columns: sql.Composable, scratch: sql.Identifier) -> sql.Composed:
+    """Insert the scratch table's rows (one file's) that are not stored yet, each with its occurrence: its rank,
+    from 0, among the file's rows with the same key, by content (`formats.occurrence_order`). Rows read again
+    get the numbers they got before, so they conflict with what is stored and add nothing."""
+    key = [c for c in primary_key(export_format) if c != OCCURRENCE_COLUMN]
+    order = [
+        sql.SQL('{} collate "C" nulls first' if f.pg_type == "text" else "{} nulls first").format(
+            sql.Identifier(f.column)
+        )
+        for f in occurrence_order(export_format)
+    ]
+    return sql.SQL(
+        "insert into {stored} ({columns}, {occurrence})"
+        " select {columns}, row_number() over (partition by {key} order by {order}) - 1 from {scratch}"
+        " on conflict do nothing"
+    ).format(
+        stored=raw_table(export_format),
+        columns=columns,
+        occurrence=sql.Identifier(OCCURRENCE_COLUMN),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        order=sql.SQL(", ").join(order),
+        scratch=scratch,
+    )
 
 
 def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
@@ -311,64 +356,23 @@ def resolve_user_id(database: DatabaseUrl, user_id: str | None) -> str:
     raise ConfigError(f"raw.recently_played holds several users ({', '.join(users)}): pass --user-id")
 
 
-def ensure_tables(database: DatabaseUrl) -> None:
-    """Create the raw export tables and the import log, if missing."""
-    statements = [sql.SQL("create schema if not exists {}").format(sql.Identifier(RAW_SCHEMA))]
-    for export_format in FORMATS:
-        columns = [
-            sql.SQL("{} text not null").format(sql.Identifier(USER_COLUMN)),
-            sql.SQL("{} timestamptz not null").format(sql.Identifier(export_format.time_column)),
-            *(sql.SQL("{} {}").format(sql.Identifier(f.column), sql.SQL(f.pg_type)) for f in export_format.fields),
-            sql.SQL("{} text not null").format(sql.Identifier(ITEM_KEY_COLUMN)),
-            sql.SQL("{} integer not null").format(sql.Identifier(FILE_NUMBER_COLUMN)),
-        ]
-        table = sql.Identifier(RAW_SCHEMA, export_format.table)
-        key = sql.SQL(", ").join(map(sql.Identifier, primary_key(export_format)))
-        statements += [
-            sql.SQL("create table if not exists {} ({}, _dlt_load_id text not null, primary key ({}))").format(
-                table, sql.SQL(", ").join(columns), key
-            ),
-            # dbt's incremental models look for new loads. Rows are only ever appended, one load after the
-            # other, so a BRIN index finds the newest loads' pages as well as a B-tree would, at a fraction
-            # of a B-tree's cost to an import's COPY (bench/RESULTS.md).
-            sql.SQL("drop index if exists {}").format(sql.Identifier(RAW_SCHEMA, f"{export_format.table}_load")),
-            sql.SQL("create index if not exists {} on {} using brin (_dlt_load_id)").format(
-                sql.Identifier(f"{export_format.table}_load_brin"), table
-            ),
-        ]
-    statements.append(
-        sql.SQL(
-            """
-            create table if not exists {} (
-                _dlt_load_id text not null,
-                user_id text not null,
-                file_number integer not null,
-                source_file text not null,
-                export_format text not null,
-                rows_read bigint not null,
-                first_played_at timestamptz,
-                last_played_at timestamptz,
-                imported_at timestamptz not null default now(),
-                primary key (_dlt_load_id, file_number)
-            )
-            """
-        ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE))
-    )
-    _execute(database, statements)
-
-
 def _analyze(cur: Any, export_format: ExportFormat) -> None:
     """Fresh statistics right away: dbt's incremental filters (new loads, a few days) only use the indexes when
     the planner knows how load ids and times are spread. Only the key, load and file columns, which dbt's
-    models filter and join on: all columns take ANALYZE twice as long (bench/RESULTS.md)."""
+    models filter and join on: all columns take ANALYZE twice as long (bench/RESULTS.md).
+
+    The load-id BRIN index is summarized too: pages added since its last summary are not in it, so every
+    hourly `load_id > watermark` read would scan all of them (a 1M-play import: about 0.5 s per read, six
+    reads per build). Autovacuum summarizes them only when it runs, and it may be off, as on these machines.
+    """
     columns = [*primary_key(export_format), LOAD_ID_COLUMN, FILE_NUMBER_COLUMN]
     cur.execute(
-        sql.SQL("analyze {} ({})").format(_raw_table(export_format), sql.SQL(", ").join(map(sql.Identifier, columns)))
+        sql.SQL("analyze {} ({})").format(raw_table(export_format), sql.SQL(", ").join(map(sql.Identifier, columns)))
     )
-
-
-def _raw_table(export_format: ExportFormat) -> sql.Identifier:
-    return sql.Identifier(RAW_SCHEMA, export_format.table)
+    cur.execute(
+        "select brin_summarize_new_values(%s::regclass)",
+        (f"{RAW_SCHEMA}.{load_index_name(export_format)}",),
+    )
 
 
 def _stored_ranges(cur: Any, user_id: str, export_format: ExportFormat) -> list[tuple[datetime, datetime]]:
@@ -377,18 +381,19 @@ def _stored_ranges(cur: Any, user_id: str, export_format: ExportFormat) -> list[
         sql.SQL(
             "select first_played_at, last_played_at from {} where user_id = %s and export_format = %s"
             " and first_played_at is not null"
-        ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
+        ).format(files_table()),
         (user_id, export_format.name),
     )
     return list(cur.fetchall())
 
 
 def _create_scratch_table(cur: Any, export_format: ExportFormat) -> str:
-    """A temporary twin of the format's raw table without its keys: where possibly repeated plays land first."""
+    """A temporary twin of the format's raw table without its keys: where possibly repeated plays land first.
+    Its defaults fill `occurrence`, which the COPY leaves out and the insert computes."""
     name = f"incoming_{export_format.name}"
     cur.execute(
-        sql.SQL("create temporary table {} (like {}) on commit drop").format(
-            sql.Identifier(name), sql.Identifier(RAW_SCHEMA, export_format.table)
+        sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
+            sql.Identifier(name), raw_table(export_format)
         )
     )
     return name
@@ -398,15 +403,16 @@ def _log_files(cur: Any, summary: ImportSummary, reports: list[FileReport]) -> N
     for report in reports:
         cur.execute(
             sql.SQL(
-                "insert into {} (_dlt_load_id, user_id, file_number, source_file, export_format, rows_read,"
-                " first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s, %s)"
-            ).format(sql.Identifier(RAW_SCHEMA, FILES_TABLE)),
+                "insert into {} (_dlt_load_id, user_id, file_number, source_file, export_format, file_kind,"
+                " rows_read, first_played_at, last_played_at) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(files_table()),
             (
                 summary.load_id,
                 summary.user_id,
                 report.number,
                 report.export_file.name,
                 report.export_file.export_format.name,
+                report.export_file.kind,
                 report.rows,
                 report.first_played_at,
                 report.last_played_at,
@@ -424,16 +430,6 @@ def _query(database: DatabaseUrl, statement: str, params: tuple = ()) -> list[tu
         with conn, conn.cursor() as cur:
             cur.execute(statement, params)
             return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def _execute(database: DatabaseUrl, statements: list[sql.Composable]) -> None:
-    conn = database.connect()
-    try:
-        with conn, conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
     finally:
         conn.close()
 

@@ -28,6 +28,20 @@ class JsonArrayError(ValueError):
     """The byte stream is not a JSON array of objects; the message says what was found instead."""
 
 
+class TruncatedArrayError(JsonArrayError):
+    """The stream ends inside the array.
+
+    Attributes:
+        complete: how many whole objects the last chunk held before the end (rows before it: the caller's).
+        inside_object: whether the stream ends inside an object, rather than between two (only `]` missing).
+    """
+
+    def __init__(self, complete: int, inside_object: bool) -> None:
+        self.complete = complete
+        self.inside_object = inside_object
+        super().__init__(f"the array ends early, after {complete} whole object(s) of its last chunk")
+
+
 def unescaped_quotes(data: bytes, end: int) -> int:
     """How many `"` in `data[:end]` are not escaped, i.e. not preceded by an odd run of backslashes."""
     total = data.count(b'"', 0, end)
@@ -70,8 +84,8 @@ def iter_decoded(
 
     Each chunk is cut optimistically after the last `}` of the bytes read. A cut inside a string always leaves
     that string unterminated, so the decoder rejects it; only then is the cut placed exactly (quote parity)
-    and the chunk decoded again. A file that is truncated, or has bytes after its closing `]`, fails in the
-    decoder with the position of the problem.
+    and the chunk decoded again. A file that is truncated raises `TruncatedArrayError`; one with bytes after
+    its closing `]` fails in the decoder with the position of the problem.
 
     The bytes are decoded where they lie in one reused buffer: the `[` that opens the file, or the `,` before
     a later chunk's first object, is turned into `[` and the byte after the cut into `]` for the time of the
@@ -79,6 +93,7 @@ def iter_decoded(
 
     Raises:
         JsonArrayError: the stream is empty, not JSON, or a JSON object rather than an array.
+        TruncatedArrayError: the stream ends before the array does (a JsonArrayError).
         msgspec.DecodeError, msgspec.ValidationError: a chunk is not valid JSON or not of the decoder's type;
             the `$[i]` in the message is the index within the chunk (chunks start at row boundaries).
     """
@@ -89,7 +104,7 @@ def iter_decoded(
         if not block:
             # What follows the last object: ideally just `]`.
             rest = bytes(buffer)
-            yield Chunk(decoder.decode(_as_array(rest, first)), *_escapes(rest, 0, len(rest)))
+            yield Chunk(_decode_last(decoder, _as_array(rest, first)), *_escapes(rest, 0, len(rest)))
             return
         buffer += block
         opener = _LEADING.match(buffer).end()  # type: ignore[union-attr]
@@ -114,6 +129,20 @@ def iter_decoded(
         yield Chunk(items, *_escapes(buffer, opener, cut + 1))
         del buffer[: cut + 1]
         first = False
+
+
+def _decode_last(decoder: msgspec.json.Decoder, array: bytes) -> Any:
+    """Decode the stream's last chunk; when the stream ends before the array does, say after which object."""
+    try:
+        return decoder.decode(array)
+    except msgspec.DecodeError as exc:
+        if "truncated" not in str(exc):
+            raise
+    end = last_object_end(array)
+    # The whole objects before the end are decoded once more, so that a bad one among them is reported first.
+    complete = len(decoder.decode(array[: end + 1] + b"]")) if end >= 0 else 0
+    inside_object = bool(array[end + 1 if end >= 0 else 1 :].strip(_WHITESPACE + b","))
+    raise TruncatedArrayError(complete, inside_object) from None
 
 
 def _escapes(buffer: bytes | bytearray, start: int, end: int) -> tuple[bool, bool]:

@@ -5,7 +5,8 @@ structs in one call, then turned column by column into an Arrow batch; times are
 `strptime`. No per-row Python dicts are built and no row is normalised one by one, which is what makes the
 import run near the speed of a plain `COPY`.
 
-Any problem raises `ExportFileError` naming the file and the 1-based row.
+The file may be UTF-8 (with or without a BOM) or UTF-16 (see `text_encoding`). Any problem raises
+`ExportFileError` naming the file and, when there is one, the 1-based row.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import pyarrow.compute as pc
 from pipelines.export.copy_text import is_plain, mark_plain
 from pipelines.export.formats import ExportFormat, arrow_schema, item_key
 from pipelines.export.inputs import ExportFile
-from pipelines.export.json_array import CHUNK_BYTES, Chunk, JsonArrayError, iter_decoded
+from pipelines.export.json_array import CHUNK_BYTES, Chunk, JsonArrayError, TruncatedArrayError, iter_decoded
 from pipelines.export.problems import ExportFileError
 from pipelines.export.read_ahead import read_ahead
+from pipelines.export.text_encoding import EncodingProblem, Utf8Reader, first_invalid_utf8
 
 # msgspec locates errors as `$[<index>]` or `$[<index>].<field>` within the decoded chunk.
 _ERROR_PATH = re.compile(r"\s*-\s*at\s*`\$\[(\d+)\](?:\.(\w+))?`\s*$")
@@ -42,20 +44,28 @@ def read_batches(
     """The plays of `export_file` as Arrow batches (schema: `formats.arrow_schema`).
 
     Raises:
-        ExportFileError: the file is unreadable, truncated, not a Spotify history file, or a row is invalid.
+        ExportFileError: the file is unreadable, truncated, not text in UTF-8 or UTF-16, not a Spotify history
+            file, or a row is invalid.
     """
     export_format = export_file.export_format
     decoder = msgspec.json.Decoder(list[export_format.decoding_struct(include_network_data)])  # type: ignore[misc]
     schema = arrow_schema(export_format, include_network_data)
     rows_before = 0
     try:
-        with export_file.open() as stream, read_ahead(stream.read, chunk_bytes) as read:
+        with export_file.open() as stream, read_ahead(Utf8Reader(stream.read).read, chunk_bytes) as read:
             chunks = iter_decoded(read, decoder, chunk_bytes)
             while True:
                 try:
                     chunk = next(chunks, None)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise _decode_error(exc, export_file, rows_before) from None
+                except TruncatedArrayError as exc:
+                    raise _truncated(exc, export_file, rows_before) from None
+                except UnicodeDecodeError:
+                    # The decoder met a string that is not UTF-8: find the culprit byte in the file.
+                    raise _not_text(export_file, _first_invalid_utf8_of(export_file)) from None
+                except EncodingProblem as exc:
+                    raise _not_text(export_file, exc) from None
                 if chunk is None:
                     break
                 if chunk.items:
@@ -67,6 +77,38 @@ def read_batches(
         raise ExportFileError(
             export_file.name, None, f"the zip is corrupt here ({exc}); download the export again"
         ) from None
+    except OSError as exc:
+        raise ExportFileError(export_file.name, None, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _first_invalid_utf8_of(export_file: ExportFile) -> EncodingProblem | None:
+    """The file's first byte that is not valid UTF-8 (read once more: only ever on the way to an error)."""
+    with export_file.open() as stream:
+        return first_invalid_utf8(stream.read)
+
+
+def _not_text(export_file: ExportFile, problem: EncodingProblem | None) -> ExportFileError:
+    detail = f" ({problem.detail})" if problem is not None else ""
+    return ExportFileError(
+        export_file.name,
+        None,
+        f"not UTF-8 or UTF-16 text{detail}; re-download the export or save the file as UTF-8",
+    )
+
+
+def _truncated(exc: TruncatedArrayError, export_file: ExportFile, rows_before: int) -> ExportFileError:
+    complete = rows_before + exc.complete
+    if exc.inside_object:
+        return ExportFileError(
+            export_file.name,
+            complete + 1,
+            "the file ends in the middle of this play (truncated?): download the export again",
+        )
+    return ExportFileError(
+        export_file.name,
+        None,
+        f"the file ends after row {complete}, before its list of plays is closed (truncated?): download it again",
+    )
 
 
 def _decode_error(exc: msgspec.MsgspecError, export_file: ExportFile, rows_before: int) -> ExportFileError:
@@ -75,13 +117,6 @@ def _decode_error(exc: msgspec.MsgspecError, export_file: ExportFile, rows_befor
         row, problem = _locate(message, rows_before)
         kind = "extended streaming history" if export_file.export_format.name == "extended" else "account data"
         return ExportFileError(export_file.name, row, f"{problem} (not a valid Spotify {kind} play)")
-    if "truncated" in message:
-        return ExportFileError(
-            export_file.name,
-            None,
-            f"the file ends in the middle of its list of plays, after row {rows_before} or later (truncated?): "
-            "download the export again",
-        )
     row, problem = _locate(message, rows_before)
     return ExportFileError(export_file.name, row, f"invalid JSON: {problem}")
 

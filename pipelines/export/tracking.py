@@ -63,6 +63,28 @@ class ReadTracker:
             self.on_progress(export_file, rows, done)
 
 
+class AscendingTimes:
+    """Whether a file's end times, batch after batch, only ever grow. Then no two of its plays share a key
+    (the user is the same, the times differ), so its rows need no numbering: every one is occurrence 0."""
+
+    def __init__(self, time_column: str) -> None:
+        self.time_column = time_column
+        self.strictly_ascending = True
+        self._last: str | None = None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Look at the file's next batch."""
+        if not self.strictly_ascending or not batch.num_rows:
+            return
+        # The reader keeps times as validated UTC text of one format, which sorts like the times it holds.
+        times = batch.column(self.time_column)
+        count = len(times)
+        after_previous = self._last is None or times[0].as_py() > self._last
+        within = count == 1 or pc.all(pc.less(times.slice(0, count - 1), times.slice(1))).as_py()
+        self.strictly_ascending = after_previous and within
+        self._last = times[count - 1].as_py()
+
+
 def time_range(batch: pa.RecordBatch, export_format: ExportFormat) -> tuple[datetime, datetime]:
     """When the batch's first and last plays ended."""
     # The reader keeps times as validated UTC text, which sorts like the times it holds.

@@ -187,3 +187,91 @@ def dbt_build(database_url, tmp_path, monkeypatch):
         assert result.success and not failures, "\n".join(failures)
 
     return run
+
+
+# Shapes of real exports that the play key must survive (see /work/shared/SPOTIFY-FACTS.md).
+
+
+def endsong_play(at: datetime, n: int, **fields: Any) -> dict[str, Any]:
+    """One object of an older export's `endsong_<N>.json`: `username`, the decrypted network fields, a long
+    `platform` string, no audiobook fields, `offline_timestamp` in 13-digit milliseconds."""
+    play: dict[str, Any] = {
+        "ts": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "username": USER,
+        "platform": "Android OS 9 API 28 (samsung, SM-G960F)",
+        "ms_played": 200_000,
+        "conn_country": "DE",
+        "ip_addr_decrypted": "192.0.2.10",
+        "user_agent_decrypted": "unknown",
+        "master_metadata_track_name": f"Song {n}",
+        "master_metadata_album_artist_name": f"Artist {n % 3}",
+        "master_metadata_album_album_name": f"Album {n % 2}",
+        "spotify_track_uri": f"spotify:track:track{n:018d}",
+        "episode_name": None,
+        "episode_show_name": None,
+        "spotify_episode_uri": None,
+        "reason_start": "trackdone",
+        "reason_end": "trackdone",
+        "shuffle": False,
+        "skipped": None,
+        "offline": False,
+        "offline_timestamp": 0,
+        "incognito_mode": False,
+    }
+    play.update(fields)
+    return play
+
+
+def offline_batch(synced_at: datetime, *, old_export: bool) -> list[dict[str, Any]]:
+    """Seven rows of an offline session that reached Spotify in one sync, so every row ends at `synced_at`:
+    three different tracks; track 13 twice, the rows identical in every field; track 14 played twice for the
+    same time, the rows differing only in `offline_timestamp` (when each play happened). An older export
+    (`endsong_*.json`) writes that in 13-digit milliseconds, a newer one in 10-digit seconds."""
+    make = endsong_play if old_export else track_play
+    scale = 1000 if old_export else 1
+
+    def played(n: int, minutes_before: int, **fields: Any) -> dict[str, Any]:
+        offline_at = int((synced_at - timedelta(minutes=minutes_before)).timestamp()) * scale
+        return make(synced_at, n, offline=True, offline_timestamp=offline_at, **fields)
+
+    return [
+        played(10, 60),
+        played(11, 55, ms_played=61_000, reason_end="fwdbtn", skipped=True),
+        played(12, 50),
+        played(13, 45),
+        played(13, 45),  # identical in every field
+        played(14, 40, ms_played=180_000),
+        played(14, 30, ms_played=180_000),  # differs only in offline_timestamp
+    ]
+
+
+def account_music(at: datetime, artist: str, track: str, ms: int) -> dict[str, Any]:
+    """One row of `StreamingHistory_music_<N>.json` (minute precision)."""
+    return {"endTime": at.strftime("%Y-%m-%d %H:%M"), "artistName": artist, "trackName": track, "msPlayed": ms}
+
+
+def account_podcast(at: datetime, show: str, episode: str, ms: int) -> dict[str, Any]:
+    """One row of `StreamingHistory_podcast_<N>.json`."""
+    return {"endTime": at.strftime("%Y-%m-%d %H:%M"), "podcastName": show, "episodeName": episode, "msPlayed": ms}
+
+
+def account_audiobook(at: datetime, book: str, chapter: str, author: str, ms: int) -> dict[str, Any]:
+    """One row of `StreamingHistory_audiobook_<N>.json`."""
+    return {
+        "endTime": at.strftime("%Y-%m-%d %H:%M"),
+        "audiobookName": book,
+        "chapterName": chapter,
+        "authorName": author,
+        "msPlayed": ms,
+    }
+
+
+def write_encoded(
+    path: Path, plays: list[dict[str, Any]], encoding: str, *, bom: bytes = b"", newline: str = "\n"
+) -> Path:
+    """The plays as pretty-printed JSON, the way an editor saves a file: in `encoding` (a Python codec name),
+    after the byte order mark `bom`, with lines ending in `newline`."""
+    text = json.dumps(plays, indent=2, ensure_ascii=False).replace("\n", newline)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bom + text.encode(encoding))
+    return path

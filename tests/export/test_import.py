@@ -99,17 +99,20 @@ def test_the_same_file_twice_in_one_import_is_stored_once(import_into, database_
     assert query(database_url, "select count(*) from raw.export_extended_plays") == [(6,)]
 
 
-def test_a_play_twice_in_one_file_is_stored_once(import_into, database_url, tmp_path):
-    """Nothing stored yet, so the file is copied straight into the keyed table: the repeated play breaks the
-    key, the file's copy is undone and the file is read again through the scratch table."""
+def test_a_row_twice_in_one_file_is_kept_twice(import_into, database_url, tmp_path):
+    """Real exports hold rows identical in every field (two plays of an offline batch). Nothing stored yet, so
+    the file is copied straight into the keyed table: the second row breaks the key, the file's copy is undone
+    and the file is read again through the scratch table, which numbers the two rows 0 and 1."""
     plays = sample_extended_plays()
     played = write_json(tmp_path / "Streaming_History_Audio_2024_0.json", [*plays, plays[3]])
 
     summary = import_into(played)
 
-    assert (summary.rows_read, summary.rows_loaded, summary.duplicates_skipped) == (7, 6, 1)
+    assert (summary.rows_read, summary.rows_loaded, summary.duplicates_skipped) == (7, 7, 0)
     assert summary.files_reread == 1
-    assert query(database_url, "select count(*), count(distinct ts) from raw.export_extended_plays") == [(6, 6)]
+    assert query(
+        database_url, "select count(*), count(distinct ts), max(occurrence) from raw.export_extended_plays"
+    ) == [(7, 6, 1)]
 
 
 def test_a_newer_export_adds_only_its_new_plays(import_into, database_url, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.export.json_array import JsonArrayError, iter_decoded
+from pipelines.export.json_array import JsonArrayError, TruncatedArrayError, iter_decoded
 
 # The characters that could fool a cut: braces, brackets, commas, quotes, backslashes, NUL, and non-ASCII.
 AWKWARD = st.text(alphabet=st.sampled_from(list('}{][,:"\\ \x00\n\tab1é🎧')), max_size=12)
@@ -47,8 +47,6 @@ def test_any_chunking_decodes_like_json_loads(objects, indent, ensure_ascii, chu
 @pytest.mark.parametrize(
     "data",
     [
-        b'[{"a": 1}, {"a": 2}',  # truncated: no closing bracket
-        b'[{"a": 1}, {"a": "unterminated',  # truncated inside a string
         b'[{"a": 1}] {"a": 2}',  # bytes after the array
         b'[{"a": 1} {"a": 2}]',  # a missing comma
     ],
@@ -56,6 +54,30 @@ def test_any_chunking_decodes_like_json_loads(objects, indent, ensure_ascii, chu
 def test_malformed_json_fails_in_the_decoder(data, chunk_bytes):
     with pytest.raises(msgspec.DecodeError):
         decoded(data, chunk_bytes)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 4096])
+@pytest.mark.parametrize(
+    ("data", "whole_objects", "inside_object"),
+    [
+        (b'[{"a": 1}, {"a": 2}', 2, False),  # no closing bracket
+        (b'[{"a": 1}, {"a": 2},\n', 2, False),
+        (b'[{"a": 1}, {"a": "unterminated', 1, True),  # inside a string
+        (b'[{"a": 1}, {"a": "}, {", "b', 1, True),  # inside an object, after a brace in a string
+        (b'[{"a": 1}, {"a": 2}, {"a"', 2, True),
+        (b"[", 0, False),
+        (b'[{"a', 0, True),
+    ],
+)
+def test_a_truncated_array_says_how_many_whole_objects_precede_the_end(data, whole_objects, inside_object, chunk_bytes):
+    chunks = iter_decoded(io.BytesIO(data).read, DECODER, chunk_bytes)
+    decoded_before = 0
+    with pytest.raises(TruncatedArrayError) as raised:
+        for chunk in chunks:
+            decoded_before += len(chunk.items)
+
+    assert decoded_before + raised.value.complete == whole_objects
+    assert raised.value.inside_object is inside_object
 
 
 @pytest.mark.parametrize(
