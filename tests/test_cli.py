@@ -73,7 +73,19 @@ def test_run_stops_with_one_clear_line_when_spotify_rejects_the_token(spotify_se
 
 
 def test_transform_exits_non_zero_when_dbt_fails(database_url, tmp_path):
-    # No load has run: the source table does not exist, so dbt's build fails.
+    # A play stored twice, which dlt's merge never writes: the source's key test fails the build.
+    import psycopg2
+
+    with psycopg2.connect(str(database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "create schema raw; create table raw.recently_played (user_id text, played_at timestamptz, "
+            "track jsonb, context jsonb, _dlt_load_id text, _dlt_id text)"
+        )
+        cur.executemany(
+            "insert into raw.recently_played values ('u1', '2025-01-01T10:00:00Z', '{}', null, '1735725600.1', %s)",
+            [("a",), ("b",)],
+        )
+    conn.close()
     result = run_cli(cli_env(tmp_path, DATABASE_URL=str(database_url)), "transform")
 
     assert result.returncode == 1

@@ -1,8 +1,9 @@
 """Every number in a Wrapped, read from the `analytics` marts in one read-only transaction.
 
-Only `analytics.listening_*` is read, so a role with nothing but SELECT on `analytics` can produce a Wrapped.
-Days, months and hours are those of the marts (their `reporting_timezone` dbt var). Rankings order by plays,
-then time listened, then name, so ties always come out the same way.
+Only `analytics` is read (the listening marts, and tracks, artists and albums for the names, which the listening
+facts do not store), so a role with nothing but SELECT on `analytics` can produce a Wrapped. Days, months and
+hours are those of the marts (their `reporting_timezone` dbt var). Rankings order by plays, then time listened,
+then name, so ties always come out the same way.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ _PERIOD_PLAYS = """
     where user_id = %(user_id)s and played_date between %(start)s and %(end)s
 """
 
+# The same plays with their current names: the play's primary artist, its track and its album.
+_NAMED_PERIOD_PLAYS = """
+    from analytics.listening_plays as play
+    left join analytics.tracks as tracks on play.track_id = tracks.track_id
+    left join analytics.artists as artists on play.artist_id = artists.artist_id
+    left join analytics.albums as albums on play.album_id = albums.album_id
+    where play.user_id = %(user_id)s and play.played_date between %(start)s and %(end)s
+"""
+
 _TOTALS = f"""
     select
         count(*),
@@ -36,31 +46,31 @@ _TOTALS = f"""
 """
 
 _TOP_ARTISTS = f"""
-    select artist_name, null, count(*) as plays, sum(listened_ms) as listened_ms
-    {_PERIOD_PLAYS}
-    group by artist_id, artist_name
-    order by plays desc, listened_ms desc, artist_name
+    select artists.artist_name, null, count(*) as plays, sum(play.listened_ms) as listened_ms
+    {_NAMED_PERIOD_PLAYS}
+    group by play.artist_id, artists.artist_name
+    order by plays desc, listened_ms desc, artists.artist_name
     limit {TOP_N}
 """
 
 _TOP_TRACKS = f"""
-    select track_name, artist_name, count(*) as plays, sum(listened_ms) as listened_ms
-    {_PERIOD_PLAYS}
-    group by track_id, track_name, artist_name
-    order by plays desc, listened_ms desc, track_name
+    select tracks.track_name, artists.artist_name, count(*) as plays, sum(play.listened_ms) as listened_ms
+    {_NAMED_PERIOD_PLAYS}
+    group by play.track_id, tracks.track_name, artists.artist_name
+    order by plays desc, listened_ms desc, tracks.track_name
     limit {TOP_N}
 """
 
 # An album's artist is the one most of its plays credit first (compilations have many).
 _TOP_ALBUMS = f"""
     select
-        album_name,
-        mode() within group (order by artist_name),
+        albums.album_name,
+        mode() within group (order by artists.artist_name),
         count(*) as plays,
-        sum(listened_ms) as listened_ms
-    {_PERIOD_PLAYS}
-    group by album_id, album_name
-    order by plays desc, listened_ms desc, album_name
+        sum(play.listened_ms) as listened_ms
+    {_NAMED_PERIOD_PLAYS}
+    group by play.album_id, albums.album_name
+    order by plays desc, listened_ms desc, albums.album_name
     limit {TOP_N}
 """
 
@@ -92,10 +102,10 @@ _LONGEST_STREAK = """
 """
 
 _MOST_REPLAYED = f"""
-    select played_date, track_name, artist_name, count(*) as plays
-    {_PERIOD_PLAYS}
-    group by played_date, track_id, track_name, artist_name
-    order by plays desc, played_date, track_name
+    select play.played_date, tracks.track_name, artists.artist_name, count(*) as plays
+    {_NAMED_PERIOD_PLAYS}
+    group by play.played_date, play.track_id, tracks.track_name, artists.artist_name
+    order by plays desc, play.played_date, tracks.track_name
     limit 1
 """
 
@@ -114,13 +124,13 @@ _NEW_ARTISTS = """
 """
 
 _TOP_NEW_ARTISTS = f"""
-    select discovered.artist_name, null, count(*) as plays, sum(plays.listened_ms) as listened_ms
+    select discovered.artist_name, null, count(*) as plays, sum(play.listened_ms) as listened_ms
     from analytics.listening_by_artist as discovered
-    inner join analytics.listening_plays as plays
-        on discovered.user_id = plays.user_id and discovered.artist_id = plays.artist_id
+    inner join analytics.listening_plays as play
+        on discovered.user_id = play.user_id and discovered.artist_id = play.artist_id
     where discovered.user_id = %(user_id)s
         and discovered.first_played_date between %(start)s and %(end)s
-        and plays.played_date between %(start)s and %(end)s
+        and play.played_date between %(start)s and %(end)s
     group by discovered.artist_id, discovered.artist_name
     order by plays desc, listened_ms desc, discovered.artist_name
     limit {TOP_N}
@@ -197,7 +207,7 @@ def minutes(listened_ms: int) -> int:
 
 
 def _listener(cur: Any, requested: str | None) -> str:
-    cur.execute("select distinct user_id from analytics.listening_daily order by 1")
+    cur.execute("select distinct user_id from analytics.listening_plays order by 1")
     listeners = [row[0] for row in cur.fetchall()]
     if requested is not None:
         if requested not in listeners:

@@ -101,8 +101,12 @@ def test_docs_command_serves_the_plays_model_and_its_lineage(year_database, chro
         assert_plays_page_with_lineage(chromium.dump_dom(url + PLAYS_PAGE), url, year_database.dbname)
         sessions = chromium.dump_dom(url + SESSIONS_PAGE)
         assert "session_gap_minutes" in rendered(sessions)
-        # the removal log: plays that left listening_plays, whose sessions a run must recompute
-        assert model_links(sessions, "depends_on") == {"listening_plays", "int_listening_plays_removed"}
+        # sessions read listening_plays, and the changed days from the loads (macros/changed_days.sql)
+        assert model_links(sessions, "depends_on") == {
+            "listening_plays",
+            "stg_spotify__plays",
+            "int_export_plays_deduplicated",
+        }
 
         process.send_signal(signal.SIGINT)  # Ctrl-C
         assert process.wait(timeout=30) == 0

@@ -71,14 +71,14 @@ def test_dbt_tasks_cover_the_source_and_every_mart_with_tests(dagbag):
     assert any("recently_played" in task_id and "source" in task_id for task_id in task_ids)
 
 
-def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spotify_server, monkeypatch, tmp_path):
+def run_dag_once(database_url, spotify_server, monkeypatch, tmp_path):
+    """One `dag.test()` run against the test database and the sample server; returns the DAG run.
+
+    The DAG is parsed afresh, as every Airflow task process does: Cosmos' profile mapping keeps the connection
+    it first looked up, which would be another test's database."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import sync_bag_to_db
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
-    from pipelines.sample_server import demo_history
-
-    plays = demo_history(datetime.now(UTC), count=40)
-    spotify_server.add_plays(plays)
     monkeypatch.setenv(f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}", str(database_url))
     monkeypatch.setenv("SPOTIFY_CLIENT_ID", "test-client-id")
     monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", SPOTIFY_CLIENT_SECRET)
@@ -89,9 +89,20 @@ def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spo
     monkeypatch.setenv(airflow_docs.PROJECTS_ENV, airflow_docs.projects_setting(tmp_path / "dbt_docs"))
 
     # dag.test() runs the serialized DAG, so register the bundle and serialize the DAG first.
+    dagbag = DagBag(dag_folder=str(paths.DAGS_DIR))
     DagBundlesManager().sync_bundles_to_db()
     sync_bag_to_db(dagbag, "dags-folder", None)
-    run = dagbag.dags[DAG_ID].test()
+    return dagbag.dags[DAG_ID].test()
+
+
+def test_full_dag_run_loads_plays_and_builds_the_marts(
+    manifest, airflow_db, database_url, spotify_server, monkeypatch, tmp_path
+):
+    from pipelines.sample_server import demo_history
+
+    plays = demo_history(datetime.now(UTC), count=40)
+    spotify_server.add_plays(plays)
+    run = run_dag_once(database_url, spotify_server, monkeypatch, tmp_path)
 
     assert run.state == "success"
     assert query(database_url, "select count(*) from analytics.listening_history") == [(40,)]
@@ -106,3 +117,22 @@ def test_full_dag_run_loads_plays_and_builds_the_marts(dagbag, database_url, spo
     catalog = json.loads((tmp_path / "dbt_docs" / "catalog.json").read_text())
     assert "model.spotify_history.listening_sessions" in manifest["nodes"]
     assert catalog["nodes"]["model.spotify_history.plays"]["metadata"]["database"] == database_url.dbname
+
+
+def test_dag_run_of_an_export_only_listener_builds_the_marts(
+    manifest, airflow_db, database_url, spotify_server, monkeypatch, tmp_path
+):
+    """Importing the export before the API has shown a play (a new account, or no credentials yet in use)."""
+    from pipelines.export.importer import import_history
+    from tests.export.conftest import USER, export_zip
+
+    import_history(database_url, [export_zip(tmp_path)], user_id=USER)
+    run = run_dag_once(database_url, spotify_server, monkeypatch, tmp_path)
+
+    assert run.state == "success"
+    assert query(database_url, "select to_regclass('raw.recently_played')") == [(None,)]
+    # the export's music plays (its episode, audiobook chapter and play without metadata are no music)
+    assert query(database_url, "select count(*), count(*) filter (where source = 'export') from analytics.plays") == [
+        (4, 4)
+    ]
+    assert query(database_url, "select count(*) from analytics.listening_plays") == [(4,)]

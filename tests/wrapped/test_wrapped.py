@@ -1,7 +1,8 @@
 """Wrapped for the fixture year: every number checked against SQL written here, on the core marts only.
 
-The expected values come from `analytics.plays` joined to `tracks`, `artists` and `albums`: none of the
-listening marts Wrapped reads. A few headline numbers are also pinned to what `tests/listening_year.py` builds
+The expected values come from `analytics.plays` (time listened: the track's length the API gave with each play,
+as the fixture has API plays only) joined to `tracks`, `artists` and `albums` for names: none of the listening
+marts Wrapped reads. A few headline numbers are also pinned to what `tests/listening_year.py` builds
 by construction, so the page and the checking SQL cannot be wrong in the same way.
 """
 
@@ -50,7 +51,7 @@ def report(year_database, tmp_path_factory):  # noqa: F811
 def test_headline_numbers_match_sql(report, year_database):  # noqa: F811
     [(plays, ms, tracks, artists, days)] = query(
         year_database,
-        f"""select count(*), sum(t.duration_ms), count(distinct p.track_id), count(distinct p.primary_artist_id),
+        f"""select count(*), sum(p.duration_ms), count(distinct p.track_id), count(distinct p.primary_artist_id),
                    count(distinct (p.played_at at time zone 'UTC')::date) {PLAYS_2025}""",
     )
     data = report.data
@@ -69,7 +70,7 @@ def test_top_fives_match_sql(report, year_database):  # noqa: F811
     def top(key: str, name: str, detail: str) -> list[tuple]:
         rows = query(
             year_database,
-            f"""select {name}, {detail}, count(*) as n, sum(t.duration_ms) as ms {PLAYS_2025}
+            f"""select {name}, {detail}, count(*) as n, sum(p.duration_ms) as ms {PLAYS_2025}
                 group by {key}, {name} order by n desc, ms desc, {name} limit 5""",
         )
         return [(n, d, int(count), int(ms)) for n, d, count, ms in rows]
@@ -93,7 +94,7 @@ def test_months_and_hours_match_sql(report, year_database):  # noqa: F811
     by_month = dict(
         query(
             year_database,
-            f"""select date_trunc('month', p.played_at at time zone 'UTC')::date, sum(t.duration_ms)
+            f"""select date_trunc('month', p.played_at at time zone 'UTC')::date, sum(p.duration_ms)
                 {PLAYS_2025} group by 1""",
         )
     )
@@ -135,7 +136,7 @@ def test_highlights_match_sql(report, year_database):  # noqa: F811
 
     [busiest] = query(
         year_database,
-        f"""select (p.played_at at time zone 'UTC')::date as day, sum(t.duration_ms) as ms {PLAYS_2025}
+        f"""select (p.played_at at time zone 'UTC')::date as day, sum(p.duration_ms) as ms {PLAYS_2025}
             group by 1 order by ms desc, day limit 1""",
     )
     assert (report.data.busiest_day.key, report.data.busiest_day.listened_ms) == busiest

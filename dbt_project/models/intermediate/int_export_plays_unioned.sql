@@ -1,6 +1,7 @@
 -- Both export formats as one relation of plays, with the time window in which the same play,
--- seen by the API or by the other format, is looked for. Extended history times are exact to the
--- second; account data truncates to the minute, so its window spans that minute.
+-- seen by the API or by the other format, is looked for (macros/export_matching.sql). Extended
+-- history times are exact to the second; account data truncates to the minute, so its window
+-- spans that minute. A play from a Streaming_History_Video file is marked `is_video`.
 with
 
 extended_plays as (
@@ -12,6 +13,26 @@ extended_plays as (
 account_plays as (
 
     select * from {{ ref('stg_spotify_export__account_plays') }}
+
+),
+
+export_files as (
+
+    select * from {{ ref('stg_spotify_export__files') }}
+
+),
+
+-- a file's kind says whether its plays are video: the rows look like audio plays
+extended_plays_marked as (
+
+    select
+        extended_plays.*,
+        coalesce(export_files.file_kind = 'extended_video', false) as is_video
+    from extended_plays
+    left join export_files
+        on
+            extended_plays.load_id = export_files.load_id
+            and extended_plays.file_number = export_files.file_number
 
 ),
 
@@ -27,6 +48,7 @@ unioned as (
         artist_id,
         episode_id,
         chapter_id,
+        is_video,
         track_uri,
         track_name,
         artist_name,
@@ -38,6 +60,7 @@ unioned as (
         audiobook_title,
         chapter_uri,
         chapter_title,
+        null as author_name,
         reason_start,
         reason_end,
         platform,
@@ -52,7 +75,7 @@ unioned as (
         played_at + {{ export_match_tolerance() }} as match_window_end,
         load_id
 
-    from extended_plays
+    from extended_plays_marked
 
     union all
 
@@ -65,7 +88,8 @@ unioned as (
         album_id,
         artist_id,
         episode_id,
-        null as chapter_id,
+        chapter_id,
+        false as is_video,
         null as track_uri,
         track_name,
         artist_name,
@@ -74,9 +98,10 @@ unioned as (
         episode_name,
         show_name,
         null as audiobook_uri,
-        null as audiobook_title,
+        audiobook_title,
         null as chapter_uri,
-        null as chapter_title,
+        chapter_title,
+        author_name,
         null as reason_start,
         null as reason_end,
         null as platform,

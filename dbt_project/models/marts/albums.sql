@@ -4,6 +4,7 @@
         unique_key='album_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        post_hook="{{ delete_unreferenced_names('album_id', 'album_id') }}",
     )
 }}
 
@@ -14,6 +15,12 @@
 -#}
 
 with
+
+plays as (
+
+    select * from {{ ref('plays') }}
+
+),
 
 api_plays as (
 
@@ -116,6 +123,10 @@ final as (
         described_at,
         (select max(load_id) from descriptions) as last_load_id
     from latest_per_album
+    -- only what a play references: a name-only row whose plays now carry a richer id is left out
+    where
+        latest_per_album.album_id not like 'name:%'
+        or exists (select from plays where plays.album_id = latest_per_album.album_id)
 
 )
 

@@ -4,6 +4,7 @@
         unique_key='artist_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        post_hook="{{ delete_unreferenced_names('artist_id', 'primary_artist_id') }}",
     )
 }}
 
@@ -13,6 +14,12 @@
 -#}
 
 with
+
+plays as (
+
+    select * from {{ ref('plays') }}
+
+),
 
 play_artists as (
 
@@ -102,6 +109,10 @@ final as (
         credited_at,
         (select max(load_id) from credits) as last_load_id
     from latest_per_artist
+    -- only what a play references: a name-only row whose plays now carry a richer id is left out
+    where
+        latest_per_artist.artist_id not like 'name:%'
+        or exists (select from plays where plays.primary_artist_id = latest_per_artist.artist_id)
 
 )
 

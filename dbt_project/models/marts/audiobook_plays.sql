@@ -1,7 +1,7 @@
 {{ config(materialized='view') }}
 
--- Audiobook chapters from the extended streaming history, kept apart from music. A view, like
--- episode_plays.
+-- Audiobook chapters from the data export (extended history, with URIs, and account data's
+-- StreamingHistory_audiobook files, by name), kept apart from music. A view, like episode_plays.
 with
 
 export_plays as (
@@ -22,7 +22,10 @@ final as (
         chapter_title,
         audiobook_uri,
         audiobook_title,
+        -- account data names the author; the extended history does not
+        author_name,
         ms_played,
+        export_format,
         reason_start,
         reason_end,
         skipped,

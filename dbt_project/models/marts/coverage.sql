@@ -1,10 +1,14 @@
 {#-
-    Which stretches of time the stored history covers, per user, and by what:
+    Which stretches of time the stored history covers, per user and content type (track, episode,
+    audiobook, video), and by what:
 
-    - `api`: from the oldest play the API showed to the latest API load, except detected gaps
-      (a full window of 50 after the cursor: plays in between may be lost);
-    - `export`: from the first to the last play of each imported export file (an export holds
-      every play of its span);
+    - `api`: tracks only (the API lists nothing else), from the oldest play the API showed to the
+      latest API load, except detected gaps (a full window of 50 after the cursor: plays in between
+      may be lost);
+    - `export`: from the first to the last play of each import's files of one kind, for the content
+      types that kind of file holds. An export's files split one continuous history (by size, or
+      per year), so they cover the time between them too; account data's last minute counts whole
+      (stg_spotify_export__files). A podcast-only file covers podcasts, never music;
     - `api and export`, or `none` (between covered stretches).
 
     Gaps keep their own rows: `gap_status` is `open` while nothing covers them and `filled` once an
@@ -32,37 +36,68 @@ export_files as (
 
 ),
 
+-- what each kind of file holds
+file_contents as (
+
+    select * from (
+        values
+            ('extended_audio', 'track'),
+            ('extended_audio', 'episode'),
+            ('extended_audio', 'audiobook'),
+            ('extended_video', 'video'),
+            ('account_music', 'track'),
+            ('account_podcast', 'episode'),
+            ('account_audiobook', 'audiobook')
+    ) as file_contents (file_kind, content_type)
+
+),
+
 api_spans as (
 
     select
         user_id,
+        'track' as content_type,
         min(played_at) as span_start,
         -- a load covers everything up to when it ran, even when nothing was played
         greatest(max(played_at), to_timestamp(max(load_id)::double precision)) as span_end
     from api_plays
-    group by 1
+    group by 1, 2
+
+),
+
+api_gaps as (
+
+    select
+        user_id,
+        'track' as content_type,
+        gap_from,
+        gap_to
+    from gaps
 
 ),
 
 export_spans as (
 
     select
-        user_id,
-        first_played_at as span_start,
-        last_played_at as span_end
+        export_files.user_id,
+        file_contents.content_type,
+        min(export_files.first_played_at) as span_start,
+        max(export_files.last_played_at) as span_end
     from export_files
-    where first_played_at is not null
+    inner join file_contents on export_files.file_kind = file_contents.file_kind
+    where export_files.first_played_at is not null
+    group by export_files.load_id, export_files.user_id, file_contents.file_kind, file_contents.content_type
 
 ),
 
 boundaries as (
 
-    select user_id, span_start as boundary from api_spans
-    union select user_id, span_end from api_spans
-    union select user_id, span_start from export_spans
-    union select user_id, span_end from export_spans
-    union select user_id, gap_from from gaps
-    union select user_id, gap_to from gaps
+    select user_id, content_type, span_start as boundary from api_spans
+    union select user_id, content_type, span_end from api_spans
+    union select user_id, content_type, span_start from export_spans
+    union select user_id, content_type, span_end from export_spans
+    union select user_id, content_type, gap_from from api_gaps
+    union select user_id, content_type, gap_to from api_gaps
 
 ),
 
@@ -70,8 +105,9 @@ segments as (
 
     select
         user_id,
+        content_type,
         boundary as segment_start,
-        lead(boundary) over (partition by user_id order by boundary) as segment_end
+        lead(boundary) over (partition by user_id, content_type order by boundary) as segment_end
     from boundaries
 
 ),
@@ -80,26 +116,30 @@ flagged as (
 
     select
         segments.user_id,
+        segments.content_type,
         segments.segment_start,
         segments.segment_end,
         exists (
             select from api_spans
             where
                 api_spans.user_id = segments.user_id
+                and api_spans.content_type = segments.content_type
                 and api_spans.span_start <= segments.segment_start
                 and api_spans.span_end >= segments.segment_end
         ) as in_api_span,
         exists (
-            select from gaps
+            select from api_gaps
             where
-                gaps.user_id = segments.user_id
-                and gaps.gap_from <= segments.segment_start
-                and gaps.gap_to >= segments.segment_end
+                api_gaps.user_id = segments.user_id
+                and api_gaps.content_type = segments.content_type
+                and api_gaps.gap_from <= segments.segment_start
+                and api_gaps.gap_to >= segments.segment_end
         ) as is_gap,
         exists (
             select from export_spans
             where
                 export_spans.user_id = segments.user_id
+                and export_spans.content_type = segments.content_type
                 and export_spans.span_start <= segments.segment_start
                 and export_spans.span_end >= segments.segment_end
         ) as has_export
@@ -112,6 +152,7 @@ labelled as (
 
     select
         user_id,
+        content_type,
         segment_start,
         segment_end,
         case
@@ -134,8 +175,8 @@ marked as (
         *,
         case
             when
-                lag(covered_by) over (partition by user_id order by segment_start) is not distinct from covered_by
-                and lag(gap_status) over (partition by user_id order by segment_start) is not distinct from gap_status
+                lag(covered_by) over (partition by user_id, content_type order by segment_start) is not distinct from covered_by
+                and lag(gap_status) over (partition by user_id, content_type order by segment_start) is not distinct from gap_status
                 then 0
             else 1
         end as starts_island
@@ -148,7 +189,7 @@ islands as (
     -- consecutive segments with the same labels become one range (gaps and islands)
     select
         *,
-        sum(starts_island) over (partition by user_id order by segment_start) as island
+        sum(starts_island) over (partition by user_id, content_type order by segment_start) as island
     from marked
 
 ),
@@ -157,13 +198,14 @@ final as (
 
     select
         user_id,
+        content_type,
         min(segment_start) as covered_from,
         max(segment_end) as covered_to,
         covered_by,
         gap_status is not null as is_gap,
         gap_status
     from islands
-    group by user_id, island, covered_by, gap_status
+    group by user_id, content_type, island, covered_by, gap_status
 
 )
 

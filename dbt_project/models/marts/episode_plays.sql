@@ -23,6 +23,8 @@ final as (
         episode_name,
         show_name,
         ms_played,
+        -- a video podcast, from a Streaming_History_Video file
+        is_video,
         export_format,
         reason_start,
         reason_end,

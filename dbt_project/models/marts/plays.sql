@@ -4,15 +4,15 @@
         unique_key=['user_id', 'played_date'],
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        pre_hook="{{ plays_delete_changed_days() }}",
+        pre_hook="{{ delete_changed_days() }}",
     )
 }}
 
 {#-
     One row per play, from the API and the data export together. A play both sources saw becomes
     one row: same user, same track (same id, or for plays the export knows by name only the same
-    track and artist name), ends within the tolerance of `export_match_tolerance()` (15 s; the
-    minute of an account-data play plus 15 s). The API row is kept (source 'api': its ids and
+    track and artist name), ends within the tolerance of `export_match_tolerance()` (60 s; the
+    minute of an account-data play plus 60 s), each play matched to at most one other, the closest. The API row is kept (source 'api': its ids and
     context) and takes the export's playback fields.
 
     Incremental by UTC day: a run recomputes, from every source, each (user, day) that a new load
@@ -28,40 +28,12 @@ with
 
 {% if is_incremental() %}
 
-{#- The (user, day)s that new loads touched (macros/plays_changed_days.sql), as literals. -#}
-{%- set changed_days = plays_changed_days() %}
-
-{%- set in_changed_windows -%}
-    {%- if not changed_days -%}
-        false
-    {%- elif changed_days | length > 500 -%}
-        -- many days changed (an import): reading everything is cheaper than probing each day
-        true
-    {%- else -%}
-        (
-        {%- for day in changed_days %}
-            {{ "or " if not loop.first }}(candidate.user_id = '{{ day[0] | replace("'", "''") }}'
-                and candidate.played_at >= timestamptz '{{ day[1] }} 00:00:00+00' - {{ reach }}
-                and candidate.played_at < timestamptz '{{ day[1] }} 00:00:00+00' + interval '1 day' + {{ reach }})
-        {%- endfor %}
-        )
-    {%- endif -%}
-{%- endset %}
+{#- The (user, day)s that new loads touched (macros/changed_days.sql), as literals. -#}
+{%- set days = changed_days() %}
 
 changed_days as (
 
-    select
-        user_id,
-        played_date::date as played_date
-    from (
-        values
-        {%- for day in changed_days %}
-            ('{{ day[0] | replace("'", "''") }}', '{{ day[1] }}'){{ "," if not loop.last }}
-        {%- else %}
-            (null::text, null::text)
-        {%- endfor %}
-    ) as changed (user_id, played_date)
-    where user_id is not null
+    select * from {{ changed_days_relation(days) }} as changed
 
 ),
 
@@ -70,14 +42,14 @@ changed_days as (
 api_candidates as (
 
     select * from {{ ref('stg_spotify__plays') }} as candidate
-    where {{ in_changed_windows }}
+    where {{ in_changed_days(days, 'candidate.played_at', reach) }}
 
 ),
 
 export_candidates as (
 
     select * from {{ ref('int_export_plays_deduplicated') }} as candidate
-    where candidate.content_type = 'track' and {{ in_changed_windows }}
+    where candidate.content_type = 'track' and {{ in_changed_days(days, 'candidate.played_at', reach) }}
 
 ),
 
@@ -166,6 +138,9 @@ api_rows as (
         api_candidates.primary_artist_id,
         api_candidates.context_type,
         api_candidates.context_uri,
+        api_candidates.duration_ms,
+        -- the API lists audio plays; a match in an export video file says it was a video
+        coalesce(matched.is_video, false) as is_video,
         'api' as source,
         matched.ms_played,
         matched.reason_start,
@@ -197,6 +172,8 @@ export_rows as (
         artist_id as primary_artist_id,
         null as context_type,
         null as context_uri,
+        null::integer as duration_ms,
+        is_video,
         'export' as source,
         ms_played,
         reason_start,
@@ -241,6 +218,8 @@ final as (
         context_type,
         context_uri,
         ms_played,
+        duration_ms,
+        is_video,
         reason_start,
         reason_end,
         shuffle,

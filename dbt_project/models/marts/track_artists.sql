@@ -4,6 +4,7 @@
         unique_key='track_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        post_hook="{{ delete_unreferenced_names('track_id', 'track_id', 'tracks') }}",
     )
 }}
 

@@ -4,6 +4,7 @@
         unique_key='track_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
+        post_hook="{{ delete_unreferenced_names('track_id', 'track_id') }}",
     )
 }}
 
@@ -17,6 +18,12 @@
 -#}
 
 with
+
+plays as (
+
+    select * from {{ ref('plays') }}
+
+),
 
 api_plays as (
 
@@ -137,6 +144,10 @@ final as (
             ) as read_loads
         ) as last_load_id
     from chosen
+    -- only what a play references: a name-only row whose plays now carry a richer id is left out
+    where
+        chosen.track_id not like 'name:%'
+        or exists (select from plays where plays.track_id = chosen.track_id)
 
 )
 

@@ -1,53 +1,11 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['user_id', 'artist_id'],
-        incremental_strategy='delete+insert',
-        on_schema_change='append_new_columns',
-        pre_hook="{{ listening_delete_changed(['user_id', 'artist_id']) }}",
-    )
-}}
-
--- depends_on: {{ ref('int_listening_plays_removed') }}
+{{ config(materialized='view') }}
 
 {#-
-    Incremental: recomputes the (listener, artist) pairs of the plays listening_plays wrote or
-    removed since this table's watermark (macros/listening_incremental.sql), which its pre-hook
-    deletes first, and renames the artists renamed since.
-#}
-
-{%- set watermark = listening_watermark() %}
+    A view: the counts come from listening_plays and the name from artists when read. A filter on
+    user_id and artist_id reaches listening_plays' (artist_id, user_id) index.
+-#}
 
 with
-
-artists as (
-
-    select * from {{ ref('artists') }}
-
-),
-
-{% if is_incremental() %}
-
-changed_pairs as (
-
-    select distinct
-        user_id,
-        artist_id
-    from {{ listening_changes(watermark) }} as changed
-
-    union
-
-    {{ listening_renamed('artist', ['user_id', 'artist_id'], watermark) }}
-
-),
-
-listening_plays as (
-
-    {{ lateral_lookup(ref('listening_plays'), 'changed_pairs', {'artist_id': 'artist_id', 'user_id': 'user_id'}) }}
-
-),
-
-{% else %}
 
 listening_plays as (
 
@@ -55,7 +13,11 @@ listening_plays as (
 
 ),
 
-{% endif %}
+artists as (
+
+    select * from {{ ref('artists') }}
+
+),
 
 per_artist as (
 
@@ -72,6 +34,8 @@ per_artist as (
         max(played_date) as last_played_date
 
     from listening_plays
+    -- a play of an unnamed artist (account data's "Unknown Artist") counts for no artist
+    where artist_id is not null
     group by 1, 2
 
 ),
@@ -90,10 +54,10 @@ final as (
         per_artist.first_played_at,
         per_artist.last_played_at,
         per_artist.first_played_date,
-        per_artist.last_played_date,
-        {{ listening_plays_marker() }} as last_load_id
+        per_artist.last_played_date
 
     from per_artist
+    -- a left join: the counts must not vanish because the dimension lags behind
     left join artists on per_artist.artist_id = artists.artist_id
 
 )

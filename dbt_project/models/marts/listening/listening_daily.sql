@@ -1,48 +1,17 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['user_id', 'played_date'],
-        incremental_strategy='delete+insert',
-        on_schema_change='append_new_columns',
-        pre_hook="{{ listening_delete_changed(['user_id', 'played_date']) }}",
-    )
-}}
-
--- depends_on: {{ ref('int_listening_plays_removed') }}
+{{ config(materialized='view') }}
 
 {#-
-    Incremental: recomputes the days of the plays listening_plays wrote or removed since this
-    table's watermark (macros/listening_incremental.sql); its pre-hook deletes those days first.
-#}
+    A view: each read aggregates the plays it asks for. A filter on user_id and played_date reaches
+    listening_plays' (user_id, played_date) index, so a month of one listener costs a month's plays.
+-#}
 
 with
-
-{% if is_incremental() %}
-
-changed_days as (
-
-    select distinct
-        user_id,
-        played_date
-    from {{ listening_changes(listening_watermark()) }} as changed
-
-),
-
-listening_plays as (
-
-    {{ lateral_lookup(ref('listening_plays'), 'changed_days', {'user_id': 'user_id', 'played_date': 'played_date'}) }}
-
-),
-
-{% else %}
 
 listening_plays as (
 
     select * from {{ ref('listening_plays') }}
 
 ),
-
-{% endif %}
 
 final as (
 
@@ -55,8 +24,7 @@ final as (
         count(distinct track_id) as distinct_tracks,
         count(distinct artist_id) as distinct_artists,
         min(played_at) as first_played_at,
-        max(played_at) as last_played_at,
-        {{ listening_plays_marker() }} as last_load_id
+        max(played_at) as last_played_at
 
     from listening_plays
     group by 1, 2

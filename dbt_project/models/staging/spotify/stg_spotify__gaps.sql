@@ -2,9 +2,7 @@ with
 
 source as (
 
-    select * from {{ optional_source('spotify', 'gaps', [
-        ['user_id', 'text'], ['gap_from', 'timestamptz'], ['gap_to', 'timestamptz'], ['detected_at', 'timestamptz'],
-    ]) }}
+    select * from {{ optional_source('spotify', 'gaps') }}
 
 ),
 

@@ -2,7 +2,8 @@ with
 
 source as (
 
-    select * from {{ source('spotify', 'recently_played') }}
+    -- dlt creates the table with the first play it loads; an export-only listener has none yet
+    select * from {{ optional_source('spotify', 'recently_played') }}
 
 ),
 

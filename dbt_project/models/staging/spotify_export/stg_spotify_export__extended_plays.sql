@@ -2,17 +2,7 @@ with
 
 source as (
 
-    select * from {{ optional_source('spotify_export', 'export_extended_plays', [
-        ['user_id', 'text'], ['file_number', 'integer'], ['ts', 'timestamptz'], ['ms_played', 'bigint'],
-        ['item_key', 'text'], ['platform', 'text'], ['conn_country', 'text'],
-        ['master_metadata_track_name', 'text'], ['master_metadata_album_artist_name', 'text'],
-        ['master_metadata_album_album_name', 'text'], ['spotify_track_uri', 'text'],
-        ['episode_name', 'text'], ['episode_show_name', 'text'], ['spotify_episode_uri', 'text'],
-        ['audiobook_title', 'text'], ['audiobook_uri', 'text'], ['audiobook_chapter_uri', 'text'],
-        ['audiobook_chapter_title', 'text'], ['reason_start', 'text'], ['reason_end', 'text'],
-        ['shuffle', 'boolean'], ['skipped', 'boolean'], ['offline', 'boolean'],
-        ['offline_timestamp', 'bigint'], ['incognito_mode', 'boolean'], ['_dlt_load_id', 'text'],
-    ]) }}
+    select * from {{ optional_source('spotify_export', 'export_extended_plays') }}
 
 ),
 
@@ -20,8 +10,9 @@ renamed as (
 
     select
         ---------- ids
-        -- the raw primary key, as one value: joins and tests need a single column
-        md5(concat_ws('|', user_id, extract(epoch from ts)::bigint, ms_played, item_key)) as export_play_id,
+        -- the raw primary key as one value (joins and tests need a single column): `occurrence`
+        -- tells apart the rows of a file that share the rest of it (docs/history-import.md)
+        md5(concat_ws('|', user_id, extract(epoch from ts)::bigint, ms_played, item_key, occurrence)) as export_play_id,
         user_id,
         case
             when spotify_track_uri like 'spotify:track:%' then split_part(spotify_track_uri, ':', 3)
@@ -76,6 +67,7 @@ renamed as (
         ms_played,
         -- the file it came from, by number within its import (names: stg_spotify_export__files)
         file_number,
+        occurrence,
 
         ---------- booleans
         shuffle,
