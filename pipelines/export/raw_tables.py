@@ -18,6 +18,7 @@ from psycopg2 import sql
 
 from pipelines.database import DatabaseUrl
 from pipelines.export.formats import (
+    ACCOUNT,
     FILE_NUMBER_COLUMN,
     FORMATS,
     ITEM_KEY_COLUMN,
@@ -174,19 +175,26 @@ def _replace_primary_key(cur: Any, table: str, key: tuple[str, ...]) -> None:
 
 
 def _backfill_file_kinds(cur: Any) -> None:
-    """The kinds of the files an older version logged, by their names; a renamed extended file counts as
-    audio (as when it is imported now), a renamed account file stays unknown (null)."""
+    """The kinds of the files an older version logged, by their names. A renamed extended file counts as audio
+    (as when it is imported now); a renamed account file as podcasts if its plays name podcasts, else music
+    (that version read no account audiobook files)."""
     cur.execute(
-        sql.SQL("select distinct source_file, export_format from {} where file_kind is null").format(files_table())
+        sql.SQL(
+            "select distinct files.source_file, files.export_format, exists ("
+            " select from {} as plays where plays._dlt_load_id = files._dlt_load_id"
+            " and plays.file_number = files.file_number and plays.podcast_name is not null)"
+            " from {} as files where files.file_kind is null"
+        ).format(raw_table(ACCOUNT), files_table())
     )
-    for source_file, export_format in cur.fetchall():
+    for source_file, export_format, names_podcasts in cur.fetchall():
         kind = kind_of(PurePosixPath(source_file).name)
-        if kind is None and export_format == "extended":
-            kind = "extended_audio"
-        if kind is not None:
-            cur.execute(
-                sql.SQL("update {} set file_kind = %s where file_kind is null and source_file = %s").format(
-                    files_table()
-                ),
-                (kind, source_file),
+        if kind is None:
+            kind = (
+                "extended_audio"
+                if export_format == "extended"
+                else ("account_podcast" if names_podcasts else "account_music")
             )
+        cur.execute(
+            sql.SQL("update {} set file_kind = %s where file_kind is null and source_file = %s").format(files_table()),
+            (kind, source_file),
+        )

@@ -210,7 +210,7 @@ def test_older_raw_tables_are_migrated_and_their_plays_still_match(import_into, 
         (f"my_spotify_data.zip/{ACCOUNT_DIR}/StreamingHistory_music_0.json", "account_music"),
         ("export/Streaming_History_Video_2020.json", "extended_video"),
         ("my history.json", "extended_audio"),
-        ("mine.json", None),  # a renamed account file: which kind it was is not known any more
+        ("mine.json", "account_music"),  # a renamed account file whose plays name no podcast
     ]
 
 

@@ -16,17 +16,8 @@ renamed as (
         ---------- text
         source_file,
         export_format,
-        -- imports before `file_kind` existed left it null: the same rule the importer applies to names
-        coalesce(
-            file_kind,
-            case
-                when source_file ilike '%streaming\_history\_video%' then 'extended_video'
-                when export_format = 'extended' then 'extended_audio'
-                when source_file ilike '%podcast%' then 'account_podcast'
-                when source_file ilike '%audiobook%' then 'account_audiobook'
-                else 'account_music'
-            end
-        ) as file_kind,
+        -- what the file holds (the importer decides, also for files logged before the column existed)
+        file_kind,
 
         ---------- numerics
         file_number,
