@@ -98,5 +98,10 @@ def load_task() -> dict[str, Any]:
 
     database = database_from_connection()
     # The CLI's lock: a `python -m pipelines load` and this task never interleave; the loser fails, Airflow retries.
+    from pipelines.export.raw_tables import upgrade_if_imported
+
     with pipeline_lock(database, "airflow load_recently_played"):
-        return load_recently_played(database)
+        summary = load_recently_played(database)
+        # the dbt tasks that follow read what an older version's import tables lack until migrated
+        upgrade_if_imported(database)
+        return summary

@@ -58,6 +58,9 @@ def run_dbt(database: DatabaseUrl, *args: str) -> None:
 
 def build(database: DatabaseUrl) -> None:
     """`dbt build` (models, unit and data tests), then source freshness."""
+    from pipelines.export.raw_tables import upgrade_if_imported
+
+    upgrade_if_imported(database)
     run_dbt(database, "build")
     run_dbt(database, "source", "freshness")
 

@@ -71,6 +71,24 @@ def ensure_tables(database: DatabaseUrl) -> None:
         conn.close()
 
 
+def upgrade_if_imported(database: DatabaseUrl) -> None:
+    """Migrate the raw export tables of an earlier version before dbt reads them, if there are any.
+
+    dbt's staging models read `occurrence` and `file_kind`, which an import adds to older tables; a listener
+    who upgrades and does not import again would otherwise see every build fail. Nothing is created for a
+    database that has never imported (a catalog look-up, a few milliseconds, when nothing is left to do).
+    """
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("select to_regclass(%s)", (f"{RAW_SCHEMA}.{FILES_TABLE}",))
+            imported = cur.fetchone()[0] is not None
+    finally:
+        conn.close()
+    if imported:
+        ensure_tables(database)
+
+
 def _play_columns(export_format: ExportFormat) -> list[tuple[str, str]]:
     return [
         (USER_COLUMN, "text not null"),

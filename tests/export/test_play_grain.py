@@ -6,7 +6,11 @@ every field, rows differing only in `offline_timestamp`, and account data's minu
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +241,29 @@ def test_only_files_whose_times_always_grow_skip_the_numbering():
     assert not ascending(batch(a, b), batch(b, c))  # across two batches
     assert not ascending(batch(b, a))  # out of order: whether keys repeat is not known
     assert not ascending(batch(a, c), batch(b), batch(c + "x"))  # once not ascending, never again
+
+
+def test_transform_migrates_an_earlier_version_s_tables_before_dbt_reads_them(database_url, tmp_path):
+    """A listener who upgrades and does not import again: the next build must not fail on missing columns."""
+    _old_layout(database_url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPOTIFY_", "DATABASE_URL"))}
+    env.update(DATABASE_URL=str(database_url), DBT_TARGET_PATH=str(tmp_path / "target"), DBT_LOG_PATH=str(tmp_path))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines", "transform"],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert query(database_url, PRIMARY_KEYS)[0] == (
+        "raw.export_account_plays",
+        "user_id, end_time, ms_played, item_key, occurrence",
+    )
+    assert query(database_url, "select count(*), count(*) filter (where source = 'export') from analytics.plays") == [
+        (1, 1)
+    ]
