@@ -43,6 +43,7 @@ def spotify_elt() -> None:
         execution_config=orchestration.execution_config(),
         render_config=orchestration.render_config(),
         default_args=orchestration.DBT_DEFAULT_ARGS,
+        operator_args=orchestration.DBT_OPERATOR_ARGS,
     )
 
     docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())

@@ -76,7 +76,7 @@ def publish(project_dir: str, **_: Any) -> None:
 def operator_args() -> dict[str, Any]:
     """Arguments of the DAG's `DbtDocsLocalOperator`: the transform's project, profile and dbt, plus `publish`."""
     # Imported here: airflow_runner imports this module in the CLI process, which should not load Cosmos.
-    from pipelines import orchestration
+    from pipelines import orchestration, transform
 
     execution = orchestration.execution_config()
     return {
@@ -85,6 +85,9 @@ def operator_args() -> dict[str, Any]:
         "dbt_executable_path": str(execution.dbt_executable_path),
         "invocation_mode": execution.invocation_mode,
         "install_deps": False,
+        # A standalone operator has no Cosmos cache of its own (so no partial parse): share the task group's,
+        # where the deploy-time parse and every dbt task leave `partial_parse.msgpack`. It runs after them all.
+        "cache_dir": transform.cosmos_cache_dir(),
         "callback": publish,
         **orchestration.DBT_DEFAULT_ARGS,
     }

@@ -159,6 +159,20 @@ def transform() -> None:
 
 @app.command()
 @_friendly_errors
+def parse() -> None:
+    """Deploy step: `dbt parse` as Cosmos runs it, for the DAG's manifest and its tasks' partial parse.
+
+    Run it after each deploy on every machine that parses the DAG or runs its tasks, with the worker's
+    environment (AIRFLOW_CONN_SPOTIFY_POSTGRES, SPOTIFY_ELT_HOME, [cosmos] cache_dir); see docs/deploy.md.
+    """
+    from pipelines import transform as dbt
+
+    manifest = dbt.parse()
+    console.print(f"the DAG renders from {manifest}")
+
+
+@app.command()
+@_friendly_errors
 def run(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample server, not Spotify.")) -> None:
     """Load, then transform: the whole job without Airflow."""
     from pipelines import transform as dbt
@@ -202,29 +216,68 @@ def import_history(
         )
 
 
+def _plain(line: str) -> None:
+    """A line as it is: task names and paths are not markup, and CI logs get no wrapping."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def _import_demo_year(database: DatabaseUrl) -> Any:
+    """The demo listener's year, imported as a Spotify export unless it is already (then nothing is added)."""
+    from pipelines import demo as demo_mode
+
+    console.print(f"[bold yellow]{demo_mode.YEAR_BANNER}[/]", soft_wrap=True)
+    year = demo_mode.demo_year_of(database)
+    span = f"{year.first_play_at:%Y-%m-%d} to {year.last_day:%Y-%m-%d}"
+    with _exclusive(database, "airflow-run (demo import)"):
+        imported = demo_mode.import_demo_year(database, year)
+    if imported is None:
+        _plain(
+            f"demo: the generated year ({span}) is imported already: {len(year.export_plays):,} plays, nothing added"
+        )
+    else:
+        _plain(f"demo: imported {imported.rows_loaded:,} plays of a generated year ({span}) as a Spotify data export")
+    return year
+
+
 @app.command("airflow-run")
 @_friendly_errors
 def airflow_run(
     demo: bool = typer.Option(
         None, "--demo/--no-demo", help="Force or forbid demo data (default: demo when no credentials are configured)."
     ),
+    airflow_home: str = typer.Option(
+        None,
+        "--airflow-home",
+        envvar="SPOTIFY_ELT_AIRFLOW_HOME",
+        help="Airflow's home for the run: metadata DB, logs (default: .airflow in the project).",
+    ),
 ) -> None:
-    """Run the spotify_elt Airflow DAG once, end to end (what `make run` does)."""
-    from pipelines.airflow_runner import run_dag_once
-    from pipelines.demo import spotify_credentials_configured
+    """Run the spotify_elt Airflow DAG once, end to end (what `make run` does).
+
+    Shows each task as it starts and ends and a summary; Airflow's and dbt's whole output goes to a log file
+    (printed in full when the run fails).
+    """
+    from pathlib import Path
+
+    from pipelines import airflow_runner
+    from pipelines import demo as demo_mode
 
     database = resolve_database()
-    use_demo = (not spotify_credentials_configured()) if demo is None else demo
-    with _spotify_or_demo(use_demo):
-        run_dag_once(database)
-    if use_demo:
-        from pipelines.demo import BANNER
-
-        console.print(f"[bold yellow]{BANNER}[/]")
-    console.print(
-        "[bold green]done:[/] the DAG ran green. Query analytics.listening_history, e.g. "
-        "`make psql` then `select * from analytics.listening_history order by played_at desc limit 10;`"
-    )
+    use_demo = (not demo_mode.spotify_credentials_configured()) if demo is None else demo
+    year = _import_demo_year(database) if use_demo else None
+    home = Path(airflow_home) if airflow_home else airflow_runner.DEFAULT_AIRFLOW_HOME
+    with demo_mode.sample_spotify(history=year.recent_plays) if year else nullcontext():
+        report = airflow_runner.run_dag_once(database, home, say=_plain)
+    if not report.succeeded:
+        _plain(f"{report.failure}. The full log ({report.log_file}) follows:")
+        airflow_runner.print_log(report.log_file, console.file)
+    else:
+        for line in airflow_runner.summary(report, database, year):
+            _plain(line)
+    if year is not None:
+        console.print(f"[bold yellow]{demo_mode.YEAR_BANNER}[/]", soft_wrap=True)
+    if not report.succeeded:
+        raise PipelineError(f"{report.failure}; the full log is above and in {report.log_file}")
 
 
 @app.command("grant-roles")

@@ -29,9 +29,9 @@ SITE_FILES = ("index.html", "manifest.json", "catalog.json")
 
 
 def target_dir() -> Path:
-    """dbt's target folder: `DBT_TARGET_PATH` when set (as dbt itself reads it), else `dbt_project/target`."""
+    """dbt's target folder: `DBT_TARGET_PATH` when set (as dbt itself reads it), else the state dir's."""
     configured = os.environ.get("DBT_TARGET_PATH")
-    return paths.DBT_PROJECT_DIR / configured if configured else paths.DBT_PROJECT_DIR / "target"
+    return paths.DBT_PROJECT_DIR / configured if configured else paths.dbt_target_dir()
 
 
 def generate(database: DatabaseUrl, target: Path | None = None) -> Path:

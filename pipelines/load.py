@@ -44,9 +44,9 @@ def source_args_from_env() -> dict[str, str]:
 
 
 def default_pipelines_dir(database: DatabaseUrl) -> Path:
-    """dlt's working dir, one per database, so local state can never describe another database."""
+    """dlt's working dir in the state dir, one per database, so local state can never describe another database."""
     identity = f"{database.host}:{database.port}/{database.dbname}"
-    return paths.DATA_DIR / "dlt" / hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return paths.dlt_dir() / hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
 def make_pipeline(database: DatabaseUrl, pipelines_dir: Path | None = None) -> dlt.Pipeline:
@@ -59,19 +59,57 @@ def make_pipeline(database: DatabaseUrl, pipelines_dir: Path | None = None) -> d
     )
 
 
-def persist_rotated_token(secrets_file: Path) -> Callable[[str], None]:
-    """A callback that stores a refresh token Spotify rotated, where the next run will read it."""
+def persist_rotated_token(
+    secrets_file: Path,
+    token_file: Path | None = None,
+    configured: str | None = None,
+    *,
+    in_use_from_token_file: bool = False,
+) -> Callable[[str], None]:
+    """A callback that stores a refresh token Spotify rotated, where the next run will read it.
+
+    That is `secrets_file` (`.dlt/secrets.toml`, where `auth` writes) when it can be written, else `token_file` in
+    the state dir, marked with the fingerprint of the `configured` token it replaces; a run that already uses
+    the token file's token keeps writing there. The token itself never reaches a log.
+    """
 
     def persist(token: str) -> None:
-        from pipelines.secrets_file import update_refresh_token
+        from pipelines.secrets_file import fingerprint, update_refresh_token, write_rotated_token
 
-        update_refresh_token(secrets_file, token)
-        if os.environ.get("SPOTIFY_REFRESH_TOKEN"):
+        if not in_use_from_token_file:
+            try:
+                update_refresh_token(secrets_file, token)
+            except OSError as exc:  # a read-only code mount: the state dir takes it
+                log.info(
+                    "cannot write %s (%s): keeping the rotated refresh token in the state dir",
+                    secrets_file,
+                    exc.strerror or type(exc).__name__,
+                )
+            else:
+                if os.environ.get("SPOTIFY_REFRESH_TOKEN"):
+                    log.warning(
+                        "Spotify rotated the refresh token; the new one is saved in %s, but SPOTIFY_REFRESH_TOKEN is "
+                        "set and takes precedence: update it (or unset it) before the next run",
+                        secrets_file,
+                    )
+                return
+        target = token_file or paths.rotated_token_file()
+        if not configured:
             log.warning(
-                "Spotify rotated the refresh token; the new one is saved in %s, but SPOTIFY_REFRESH_TOKEN is set "
-                "and takes precedence: update it (or unset it) before the next run",
+                "Spotify rotated the refresh token, but the configured one (SPOTIFY_REFRESH_TOKEN or %s) is unknown "
+                "here, so the new one cannot be kept; run `python -m pipelines auth` if the next run is refused",
                 secrets_file,
             )
+            return
+        try:
+            write_rotated_token(target, token, replaces=fingerprint(configured))
+        except OSError as exc:
+            raise ConfigError(
+                f"Spotify rotated the refresh token, but neither {secrets_file} nor {target} can be written "
+                f"({exc.strerror or type(exc).__name__}): set {paths.STATE_HOME_ENV} to a writable directory, "
+                "then run `python -m pipelines auth` again"
+            ) from None
+        log.info("Spotify rotated the refresh token; the new one is saved in %s and later runs use it", target)
 
     return persist
 
@@ -81,21 +119,34 @@ def load_recently_played(
     *,
     pipelines_dir: Path | None = None,
     secrets_file: Path | None = None,
+    token_file: Path | None = None,
     **source_args: Any,
 ) -> dict[str, Any]:
     """Load new plays into `raw.recently_played` and return a JSON-able summary.
 
-    Source arguments default to the `SPOTIFY_*` environment, then `.dlt/secrets.toml`.
+    Source arguments default to the `SPOTIFY_*` environment, then `.dlt/secrets.toml`; a refresh token Spotify
+    rotated while that file could not be written (`token_file`, in the state dir) comes first.
 
     Raises:
-        ConfigError: Spotify credentials are missing.
+        ConfigError: Spotify credentials are missing, or the state dir cannot be written.
         PipelineError: Spotify or the database failed in a way the user has to act on.
     """
     from pipelines.spotify import spotify_source
 
+    # Before Spotify is asked anything: a rotated token must have somewhere to go, and dlt a working dir.
+    pipelines_dir = paths.ensure_writable(pipelines_dir or default_pipelines_dir(database))
+    secrets_file = secrets_file or paths.secrets_file()
+    token_file = token_file or paths.rotated_token_file()
     args = {**source_args_from_env(), **source_args}
     _check_urls(args)
-    args.setdefault("on_refresh_token_rotated", persist_rotated_token(secrets_file or paths.secrets_file()))
+    configured = args.get("refresh_token") or _configured_refresh_token(secrets_file)
+    rotated = _rotated_token(token_file, configured)
+    if rotated:
+        args["refresh_token"] = rotated
+    args.setdefault(
+        "on_refresh_token_rotated",
+        persist_rotated_token(secrets_file, token_file, configured, in_use_from_token_file=rotated is not None),
+    )
     try:
         source = spotify_source(**args)
     except ConfigFieldMissingException as exc:
@@ -132,6 +183,29 @@ def load_recently_played(
         "gaps": _gaps_recorded(database, load_ids),
         "dataset": RAW_SCHEMA,
     }
+
+
+def _configured_refresh_token(secrets_file: Path) -> str | None:
+    """The refresh token `.dlt/secrets.toml` holds; None when absent or unreadable (dlt then reports the file)."""
+    from pipelines.secrets_file import read_spotify_secrets
+
+    try:
+        token = read_spotify_secrets(secrets_file).get("refresh_token")
+    except (OSError, ValueError):
+        return None
+    return token if isinstance(token, str) and token else None
+
+
+def _rotated_token(token_file: Path, configured: str | None) -> str | None:
+    """The token Spotify rotated in an earlier run if it descends from the one configured now, else None."""
+    from pipelines.secrets_file import read_rotated_token
+
+    if not token_file.exists():
+        return None
+    rotated = read_rotated_token(token_file, configured)
+    if rotated is None:
+        log.info("ignoring %s: it does not descend from the refresh token configured now", token_file)
+    return rotated
 
 
 def _check_urls(args: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
+from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from pipelines import paths
@@ -26,21 +26,39 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=15),
+    # Paging is bounded, so a load that runs this long is hung: fail it (and retry) well before the next hour.
+    "execution_timeout": timedelta(minutes=15),
 }
 # dbt failures are mostly deterministic (a failing test): one quick retry covers a database blip.
-DBT_DEFAULT_ARGS: dict[str, Any] = {"retries": 1, "retry_delay": timedelta(seconds=30)}
+DBT_DEFAULT_ARGS: dict[str, Any] = {
+    "retries": 1,
+    "retry_delay": timedelta(seconds=30),
+    # The producer's `dbt build` (a first full build of a long history takes minutes), and the watchers of it.
+    "execution_timeout": timedelta(minutes=40),
+}
+DBT_OPERATOR_ARGS: dict[str, Any] = {
+    # A watcher asks for its model's result every second, not every 10 s: each level of the graph waits on it.
+    "poke_interval": 1,
+    # Cosmos' asset URIs fail Airflow 3's validation (a warning per task); nothing here schedules on assets.
+    "emit_datasets": False,
+}
 
 
-def schedule() -> str:
-    """`SPOTIFY_ELT_SCHEDULE` or hourly: Spotify shows only the last 50 plays, so wider gaps can lose plays."""
-    return os.environ.get("SPOTIFY_ELT_SCHEDULE") or DEFAULT_SCHEDULE
+def schedule() -> str | None:
+    """`SPOTIFY_ELT_SCHEDULE` or hourly: Spotify shows only the last 50 plays, so wider gaps can lose plays.
+
+    `none` leaves only manual and API triggers (another scheduler, or a deployment's smoke test, drives runs)."""
+    configured = os.environ.get("SPOTIFY_ELT_SCHEDULE") or DEFAULT_SCHEDULE
+    return None if configured.lower() == "none" else configured
 
 
-MANIFEST = paths.DBT_PROJECT_DIR / "target" / "manifest.json"
+# Written only by the deploy-time parse (`python -m pipelines parse`, `transform.parse`), atomically, in the state
+# dir: never `dbt_project/target/manifest.json`, which any dbt run on the host may be rewriting.
+MANIFEST = paths.dbt_dag_dir() / "manifest.json"
 
 
 def project_config() -> ProjectConfig:
-    """The dbt project, rendered from its manifest when `dbt parse` has written one (~0.3 s to parse)."""
+    """The dbt project, rendered from the deploy-time parse's manifest when there is one (~0.3 s to parse)."""
     return ProjectConfig(
         dbt_project_path=paths.DBT_PROJECT_DIR,
         # Cosmos refuses a manifest_path that does not exist; without one it renders through `dbt ls` instead.
@@ -56,21 +74,38 @@ def profile_config() -> ProfileConfig:
         profile_name="spotify",
         target_name="airflow",
         profile_mapping=PostgresUserPasswordProfileMapping(
-            conn_id=POSTGRES_CONN_ID, profile_args={"schema": "analytics"}
+            conn_id=POSTGRES_CONN_ID,
+            # Cosmos' mapping defaults to 1 thread; the CLI's profile runs DBT_THREADS (4) nodes at once.
+            profile_args={"schema": "analytics", "threads": int(os.environ.get("DBT_THREADS") or 4)},
         ),
     )
 
 
+EXECUTION_MODES = {"local": ExecutionMode.LOCAL, "watcher": ExecutionMode.WATCHER}
+TEST_BEHAVIORS = {"after_each": TestBehavior.AFTER_EACH, "build": TestBehavior.BUILD}
+
+
+def _choice(env: str, choices: dict[str, Any], default: str) -> Any:
+    value = os.environ.get(env) or default
+    if value not in choices:
+        raise ConfigError(f"{env}={value!r} is not one of {', '.join(choices)}")
+    return choices[value]
+
+
 def execution_config() -> ExecutionConfig:
     """dbt runs in-process (dbtRunner), with the dbt installed beside this Python."""
-    return ExecutionConfig(dbt_executable_path=dbt_executable(), invocation_mode=InvocationMode.DBT_RUNNER)
+    return ExecutionConfig(
+        execution_mode=_choice("SPOTIFY_ELT_DBT_EXECUTION", EXECUTION_MODES, "watcher"),
+        dbt_executable_path=dbt_executable(),
+        invocation_mode=InvocationMode.DBT_RUNNER,
+    )
 
 
 def render_config() -> RenderConfig:
     """Tests after each model; the source node rendered so its tests and freshness run too."""
     return RenderConfig(
         load_method=LoadMode.AUTOMATIC,
-        test_behavior=TestBehavior.AFTER_EACH,
+        test_behavior=_choice("SPOTIFY_ELT_DBT_TESTS", TEST_BEHAVIORS, "after_each"),
         # Without this Cosmos drops source nodes, and with them source tests and freshness.
         source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
         # A relationships test between two marts must wait for both, not run after whichever Cosmos picks.

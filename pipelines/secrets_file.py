@@ -1,12 +1,18 @@
-"""Spotify credentials in dlt's `.dlt/secrets.toml`, under `[sources.spotify]`.
+"""Spotify credentials in dlt's `.dlt/secrets.toml`, under `[sources.spotify]`, and rotated refresh tokens.
 
 Writes keep the rest of the file (other tables, comments, formatting) as it was, replace the
 file atomically so a crash never leaves half a secrets file, and leave it readable by its owner
 only (0600) from the moment it exists.
+
+When Spotify rotates the refresh token and `.dlt/secrets.toml` cannot be written (a read-only code
+mount), the new token goes to a file of the same shape in the state dir, with the fingerprint of the
+configured token it descends from. The next run uses it only while that configured token is still the
+one configured: after `auth` (or a new SPOTIFY_REFRESH_TOKEN) the stale file is ignored.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Mapping
@@ -49,6 +55,30 @@ def write_spotify_secrets(path: Path, *, client_id: str, client_secret: str, ref
 def update_refresh_token(path: Path, refresh_token: str) -> None:
     """Store a refresh token Spotify rotated, leaving the other values alone."""
     _update(path, {"refresh_token": refresh_token})
+
+
+def fingerprint(token: str) -> str:
+    """A one-way mark of a token, safe to store beside it: which configured token a rotated one replaces."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def write_rotated_token(path: Path, refresh_token: str, *, replaces: str) -> None:
+    """Store a rotated refresh token that descends from the configured token with fingerprint `replaces`."""
+    _update(path, {"refresh_token": refresh_token, "replaces": replaces})
+
+
+def read_rotated_token(path: Path, configured: str | None) -> str | None:
+    """The rotated token stored at `path` if it descends from `configured`, else None (absent, stale, unreadable)."""
+    if not configured:
+        return None
+    try:
+        stored = read_spotify_secrets(path)
+    except (OSError, ValueError):
+        return None
+    token = stored.get("refresh_token")
+    if not isinstance(token, str) or not token or stored.get("replaces") != fingerprint(configured):
+        return None
+    return token
 
 
 def _update(path: Path, values: Mapping[str, str]) -> None:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,22 @@ def test_role_password() -> str:
     return secrets.token_urlsafe(16)
 
 
+@contextmanager
+def fresh_database(postgres_admin: DatabaseUrl, password: str) -> Iterator[DatabaseUrl]:
+    """A new, empty database owned by the test role (with `password`), dropped on leaving."""
+    dbname = f"test_{uuid.uuid4().hex[:12]}"
+    url = ensure_role_and_database(postgres_admin, TEST_ROLE, password, dbname)
+    try:
+        yield url
+    finally:
+        drop_database(postgres_admin, dbname)
+
+
 @pytest.fixture
 def database_url(postgres_admin: DatabaseUrl, test_role_password: str) -> Iterator[DatabaseUrl]:
     """A fresh, empty database owned by a password role; dropped after the test."""
-    dbname = f"test_{uuid.uuid4().hex[:12]}"
-    url = ensure_role_and_database(postgres_admin, TEST_ROLE, test_role_password, dbname)
-    yield url
-    drop_database(postgres_admin, dbname)
+    with fresh_database(postgres_admin, test_role_password) as url:
+        yield url
 
 
 @pytest.fixture
@@ -85,38 +95,46 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def spotify_server() -> Iterator[Any]:
-    """The bundled Spotify-compatible server on loopback, empty; tests add the plays they need."""
+def sample_spotify_server() -> Any:
+    """The bundled Spotify-compatible server for the test app and user, not started, empty."""
     from pipelines.sample_server import SampleSpotifyServer
 
-    server = SampleSpotifyServer(
+    return SampleSpotifyServer(
         client_id="test-client-id",
         client_secret=SPOTIFY_CLIENT_SECRET,
         refresh_token=SPOTIFY_REFRESH_TOKEN,
         user_id="listener-1",
     )
-    with server:
+
+
+@pytest.fixture
+def spotify_server() -> Iterator[Any]:
+    """The bundled Spotify-compatible server on loopback, empty; tests add the plays they need."""
+    with sample_spotify_server() as server:
         yield server
+
+
+def load_from(server: Any, database: DatabaseUrl, workdir: Path, **overrides: Any) -> dict:
+    """Run the real loader against a sample server (dlt's dir and the secrets file under `workdir`)."""
+    from pipelines.load import load_recently_played
+
+    args = {
+        "client_id": "test-client-id",
+        "client_secret": SPOTIFY_CLIENT_SECRET,
+        "refresh_token": server.current_refresh_token,
+        "api_url": server.api_url,
+        "accounts_url": server.accounts_url,
+        **overrides,
+    }
+    return load_recently_played(database, pipelines_dir=workdir / "dlt", secrets_file=workdir / "secrets.toml", **args)
 
 
 @pytest.fixture
 def load_plays(database_url: DatabaseUrl, spotify_server: Any, tmp_path: Path) -> Callable[..., dict]:
     """Run the real loader against the sample server; keyword arguments override source arguments."""
-    from pipelines.load import load_recently_played
 
     def run(**overrides: Any) -> dict:
-        args = {
-            "client_id": "test-client-id",
-            "client_secret": SPOTIFY_CLIENT_SECRET,
-            "refresh_token": spotify_server.current_refresh_token,
-            "api_url": spotify_server.api_url,
-            "accounts_url": spotify_server.accounts_url,
-            **overrides,
-        }
-        return load_recently_played(
-            database_url, pipelines_dir=tmp_path / "dlt", secrets_file=tmp_path / "secrets.toml", **args
-        )
+        return load_from(spotify_server, database_url, tmp_path, **overrides)
 
     return run
 

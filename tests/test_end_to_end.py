@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipelines import transform
+from pipelines.database import DatabaseUrl
 from pipelines.sample_server import edge_case_tracks, make_context
-from tests.conftest import query
+from tests.conftest import fresh_database, load_from, query, sample_spotify_server
 
 START = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
 
@@ -29,6 +31,17 @@ def built(load_plays, spotify_server, database_url) -> list[dict]:
     load_plays()
     transform.build(database_url)
     return served
+
+
+@pytest.fixture(scope="module")
+def built_db(postgres_admin, test_role_password, tmp_path_factory) -> Iterator[DatabaseUrl]:
+    """The edge cases served, loaded and built once, in a database of their own, for the tests that only read."""
+    with fresh_database(postgres_admin, test_role_password) as database:
+        with sample_spotify_server() as server:
+            serve_edge_cases(server)
+            load_from(server, database, tmp_path_factory.mktemp("end-to-end"))
+        transform.build(database)
+        yield database
 
 
 def test_marts_hold_exactly_what_the_api_served(load_plays, spotify_server, database_url):
@@ -63,10 +76,9 @@ def test_marts_hold_exactly_what_the_api_served(load_plays, spotify_server, data
     ]
 
 
-def test_local_files_get_stable_ids_that_join(built, database_url):
-
+def test_local_files_get_stable_ids_that_join(built_db):
     local = query(
-        database_url,
+        built_db,
         """select t.track_id, t.album_id, t.primary_artist_id, a.artist_name, al.album_name
            from analytics.tracks as t
            join analytics.artists as a on a.artist_id = t.primary_artist_id
@@ -79,10 +91,9 @@ def test_local_files_get_stable_ids_that_join(built, database_url):
     assert (artist_name, album_name) == ("Basement Tapes Collective", "Garage Demos Vol. 1")
 
 
-def test_every_credited_artist_is_bridged_in_order(built, database_url):
-
+def test_every_credited_artist_is_bridged_in_order(built_db):
     credited = query(
-        database_url,
+        built_db,
         """select a.artist_name from analytics.track_artists as ta
            join analytics.tracks as t using (track_id)
            join analytics.artists as a using (artist_id)
@@ -91,17 +102,16 @@ def test_every_credited_artist_is_bridged_in_order(built, database_url):
     assert [row[0] for row in credited] == ["Nova Lane", "DJ Kestrel", "The Quiet Hours"]
 
 
-def test_missing_optional_fields_become_nulls(built, database_url):
-
+def test_missing_optional_fields_become_nulls(built_db):
     sparse = query(
-        database_url,
+        built_db,
         """select t.popularity, p.album_release_date, p.album_release_date_precision
            from analytics.tracks as t join staging.stg_spotify__plays as p using (track_id)
            where t.track_name = 'Unmastered Sketch'""",
     )
     assert sparse == [(None, "2001-05", None)]
     # The album row takes its attributes from the album's most recent play, which does carry a precision.
-    assert query(database_url, "select release_date_precision from analytics.albums where album_name = 'Sketches'") == [
+    assert query(built_db, "select release_date_precision from analytics.albums where album_name = 'Sketches'") == [
         ("month",)
     ]
 

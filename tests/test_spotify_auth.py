@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from rich.console import Console
 
 from pipelines.sample_server import SampleSpotifyServer
 from pipelines.secrets_file import read_spotify_secrets, update_refresh_token, write_spotify_secrets
@@ -117,19 +119,40 @@ def test_each_run_uses_a_fresh_state_and_verifier(server, redirect_uri):
     assert authorizations[0]["code_challenge"] != authorizations[1]["code_challenge"]
 
 
-def test_a_wrong_state_is_refused_and_nothing_is_written(server, redirect_uri, tmp_path):
+def run_auth_command(server, redirect_uri: str, browser: Browser, monkeypatch, secrets_path: Path) -> str:
+    """`python -m pipelines auth`'s own code (`run_auth`), with `browser` as the user's; returns what it printed."""
+    from pipelines import paths, spotify_auth
+    from pipelines.auth_command import run_auth
+
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("SPOTIFY_ACCOUNTS_URL", server.accounts_url)
+    monkeypatch.setattr(paths, "secrets_file", lambda: secrets_path)
+    monkeypatch.setattr(spotify_auth.webbrowser, "open", browser)
+    output = io.StringIO()
+    run_auth(redirect_uri=redirect_uri, open_browser=True, timeout_seconds=5, console=Console(file=output))
+    return output.getvalue()
+
+
+def test_the_auth_command_writes_the_refresh_token_it_was_given(server, redirect_uri, tmp_path, monkeypatch):
+    secrets_path = tmp_path / ".dlt" / "secrets.toml"
+
+    printed = run_auth_command(server, redirect_uri, Browser(), monkeypatch, secrets_path)
+
+    assert read_spotify_secrets(secrets_path)["refresh_token"] == REFRESH_TOKEN
+    assert str(secrets_path) in printed and REFRESH_TOKEN not in printed
+
+
+def test_a_wrong_state_is_refused_and_nothing_is_written(server, redirect_uri, tmp_path, monkeypatch):
     secrets_path = tmp_path / ".dlt" / "secrets.toml"
     browser = Browser(callback_with(redirect_uri, code="stolen-code-123", state="forged"))
 
     with pytest.raises(AuthError, match="state mismatch") as caught:
-        refresh_token = run(server, redirect_uri, browser)
-        write_spotify_secrets(
-            secrets_path, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refresh_token=refresh_token
-        )
+        run_auth_command(server, redirect_uri, browser, monkeypatch, secrets_path)
 
     assert "stolen-code-123" not in str(caught.value)
     assert browser.wait().status_code == 400
-    assert not secrets_path.exists()
+    assert list(tmp_path.iterdir()) == []  # no secrets file, not even its directory
     assert [request.path for request in server.requests if request.path == "/api/token"] == []
 
 

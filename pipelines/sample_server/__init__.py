@@ -11,10 +11,13 @@ from pipelines.sample_server.catalog import (
     spotify_id,
 )
 from pipelines.sample_server.demo_data import demo_history, edge_case_tracks
-from pipelines.sample_server.recording import RecordedRequest
+from pipelines.sample_server.recording import NEXT_LOOPS, NEXT_ON_EMPTY, NEXT_REPEATS, RecordedRequest
 from pipelines.sample_server.server import SampleSpotifyServer
 
 __all__ = [
+    "NEXT_LOOPS",
+    "NEXT_ON_EMPTY",
+    "NEXT_REPEATS",
     "RecordedRequest",
     "SampleSpotifyServer",
     "album_context",

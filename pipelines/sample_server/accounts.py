@@ -94,6 +94,7 @@ class Accounts:
         self._refresh_token = refresh_token
         self._pending_refresh_token: str | None = None
         self._revoked = False
+        self._refresh_scope = SCOPE
         self._codes: dict[str, _Code] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
 
@@ -122,6 +123,10 @@ class Accounts:
         with self._lock:
             self._revoked = True
             self._pending_refresh_token = None
+
+    def grant_refresh_token_scope(self, scope: str) -> None:
+        with self._lock:
+            self._refresh_scope = scope
 
     def issue_access_token(self, scope: str = SCOPE) -> str:
         """A valid access token without going through the token endpoint."""
@@ -205,12 +210,12 @@ class Accounts:
         with self._lock:
             if self._revoked or not _same(presented, self._refresh_token):
                 raise OAuthError("invalid_grant", "Invalid refresh token")
-            response = self._token_response(SCOPE)
+            response = self._token_response(self._refresh_scope)
             if self._pending_refresh_token is not None:
                 self._refresh_token = self._pending_refresh_token
                 self._pending_refresh_token = None
                 response["refresh_token"] = self._refresh_token
-            response["scope"] = SCOPE
+            response["scope"] = self._refresh_scope
             return response
 
     def _exchange_code(self, form: dict[str, str], confidential: bool) -> dict[str, Any]:

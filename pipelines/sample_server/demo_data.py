@@ -46,7 +46,8 @@ def _duration_ms(*parts: str) -> int:
     return 150_000 + value % 180_000
 
 
-def _ordinary_tracks() -> list[dict[str, Any]]:
+def catalog_tracks() -> list[dict[str, Any]]:
+    """The ordinary catalogue: every track of the sample albums, with stable ids and lengths."""
     tracks = []
     for artist, album, album_type, release_date, names in _ALBUMS:
         for number, name in enumerate(names, start=1):
@@ -115,8 +116,8 @@ def edge_case_tracks() -> list[dict[str, Any]]:
     ]
 
 
-def _session(rng: random.Random, library: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
-    """One listening session: a run of tracks from one context, in play order."""
+def listening_session(rng: random.Random, library: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """One listening session: a run of tracks from one context (playlist, album, artist or none), in play order."""
     kind = rng.choices(("playlist", "album", "artist", None), weights=(4, 3, 2, 2))[0]
     length = rng.randint(3, 10)
     if kind == "album":
@@ -153,11 +154,11 @@ def demo_history(now: datetime, count: int = 120, seed: int = 7) -> list[Play]:
         raise ValueError("count must not be negative")
     rng = random.Random(seed)
     edge_cases = edge_case_tracks()
-    library = _ordinary_tracks() + edge_cases
+    library = catalog_tracks() + edge_cases
     earlier = max(count - len(edge_cases), 0)
     chronological: list[tuple[dict[str, Any], Any, bool]] = []
     while len(chronological) < earlier:
-        session = _session(rng, library)
+        session = listening_session(rng, library)
         for index, (track, context) in enumerate(session):
             chronological.append((track, context, index == 0))
     chronological = chronological[len(chronological) - earlier :]

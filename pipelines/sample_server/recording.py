@@ -24,6 +24,11 @@ SEND = "send"
 TRUNCATE = "truncate"
 RESET = "reset"
 
+# How a recently-played page's `next` can go wrong (Spotify does not document `next` after an `after` query).
+NEXT_REPEATS = "repeats"  # `next` is the URL just requested: the same page again
+NEXT_ON_EMPTY = "on-empty"  # `next` is never null: where paging would end, it links 1 ms further on
+NEXT_LOOPS = "loops"  # `next` links back to the page requested before this one (A, B, A, B, ...)
+
 
 @dataclass
 class Response:
@@ -149,3 +154,45 @@ class FaultQueue:
                         response.status, response.body, dict(response.headers), response.delay, response.action
                     )
         return None
+
+
+@dataclass
+class _NextFault:
+    kind: str
+    remaining: int
+    previous: str | None = None  # the page served before, under this fault
+
+
+class NextLinkFaults:
+    """Scripted `next` links, each used for the next `times` recently-played pages the server answers itself."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_NextFault] = []
+
+    def add(self, kind: str, times: int) -> None:
+        if kind not in (NEXT_REPEATS, NEXT_ON_EMPTY, NEXT_LOOPS):
+            raise ValueError(f"kind must be {NEXT_REPEATS!r}, {NEXT_ON_EMPTY!r} or {NEXT_LOOPS!r}, got {kind!r}")
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._faults.append(_NextFault(kind, times))
+
+    def link(self, requested: str, proper: str | None, further: str) -> str | None:
+        """The `next` for the page at URL `requested`: `proper` (what Spotify's rules give), or the oldest fault's.
+
+        `further` is a link past the page, for a fault that links on where paging would end.
+        """
+        with self._lock:
+            if not self._faults:
+                return proper
+            fault = self._faults[0]
+            fault.remaining -= 1
+            if fault.remaining == 0:
+                self._faults.pop(0)
+            if fault.kind == NEXT_REPEATS:
+                return requested
+            if fault.kind == NEXT_ON_EMPTY:
+                return proper or further
+            back, fault.previous = fault.previous, requested
+            return back if back is not None and back != requested else proper

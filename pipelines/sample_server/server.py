@@ -3,7 +3,8 @@
 It serves the accounts endpoints (`/authorize`, `/api/token`) and the Web API endpoints the
 pipeline uses (`/v1/me`, `/v1/me/player/recently-played`) with Spotify's documented semantics,
 records every request, and can be scripted to fail (rate limits, outages, malformed bodies,
-expired or rotated tokens). Standard library only; it runs in a daemon thread.
+expired or rotated tokens, a scope not granted, `next` links that never end). Standard library
+only; it runs in a daemon thread.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipelines.sample_server.recording import (
     SEND,
     TRUNCATE,
     FaultQueue,
+    NextLinkFaults,
     RecordedRequest,
     Response,
     api_error,
@@ -109,6 +111,7 @@ class SampleSpotifyServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults = FaultQueue()
+        self._next_faults = NextLinkFaults()
         self._holds: list[RequestHold] = []
         self._page_size_cap: int | None = None
         self._httpd: _HTTPServer | None = None
@@ -223,6 +226,16 @@ class SampleSpotifyServer:
         body = {"items": [], "next": None, "padding": "x" * 2048}
         self._faults.add(path, 200, body, None, times, action=TRUNCATE)
 
+    def enqueue_next_fault(self, kind: str, *, times: int = 1) -> None:
+        """Give the next `times` recently-played pages a `next` link that goes wrong in the way `kind` names.
+
+        Kinds (in pipelines.sample_server.recording): NEXT_REPEATS, the URL just requested; NEXT_ON_EMPTY, a link
+        1 ms further on where paging would end, empty pages included; NEXT_LOOPS, a link back to the page asked
+        for before. Pages answered by another fault do not count. Spotify does not document what `next` holds
+        after an `after` query, so clients must end their paging whatever it holds.
+        """
+        self._next_faults.add(kind, times)
+
     def hold_requests(self, path: str, *, skip: int = 0) -> RequestHold:
         """Make requests to `path` wait until the returned hold is released (see RequestHold).
 
@@ -265,6 +278,10 @@ class SampleSpotifyServer:
     def revoke_refresh_token(self) -> None:
         """Refreshing now fails with invalid_grant (until the user authorizes the app again)."""
         self._accounts.revoke_refresh_token()
+
+    def grant_refresh_token_scope(self, scope: str) -> None:
+        """Refreshing now grants only `scope`, as if the user had authorised an app that asked for that."""
+        self._accounts.grant_refresh_token_scope(scope)
 
     def issue_access_token(self, scope: str = SCOPE) -> str:
         """A valid access token, for tests of API calls that want to skip the token endpoint."""
@@ -349,10 +366,15 @@ class SampleSpotifyServer:
             page_request = replace(page_request, limit=self._page_size_cap)
         page = self._history.page(page_request)
         endpoint = self.base_url + RECENTLY_PLAYED_PATH
-        next_url = None
-        if page.next_cursor is not None:
-            cursor_name, cursor_ms = page.next_cursor
-            next_url = f"{endpoint}?{urlencode({cursor_name: cursor_ms, 'limit': page_request.limit})}"
+
+        def link(cursor_name: str, cursor_ms: int) -> str:
+            return f"{endpoint}?{urlencode({cursor_name: cursor_ms, 'limit': page_request.limit})}"
+
+        requested = f"{endpoint}?{raw_query}" if raw_query else endpoint
+        next_url = link(*page.next_cursor) if page.next_cursor is not None else None
+        # Past the newest play served, or past the cursor asked for when the page is empty.
+        last_ms = page.newest_ms if page.newest_ms is not None else page_request.after or page_request.before or 0
+        next_url = self._next_faults.link(requested, next_url, further=link("after", last_ms + 1))
         cursors = None
         if page.items:
             cursors = {"after": str(page.newest_ms), "before": str(page.oldest_ms)}
@@ -363,7 +385,7 @@ class SampleSpotifyServer:
                 "next": next_url,
                 "cursors": cursors,
                 "limit": page_request.limit,
-                "href": f"{endpoint}?{raw_query}" if raw_query else endpoint,
+                "href": requested,
             },
         )
 

@@ -8,6 +8,10 @@ Each play lands as one row of `raw.recently_played`: the API's `track` and `cont
 jsonb (flattening is dbt's job), plus `user_id` and `played_at`. Rows are merged on (`user_id`, `played_at`),
 so reruns and overlapping windows never duplicate a play.
 
+Paging is bounded: what Spotify puts in `next` after an `after` query is undocumented, so a run reads at most
+`settings.MAX_PAGES` pages and stops early, with one warning, at an empty page that still links on or at a `next`
+that repeats a page, points backwards or stands still. What it read is loaded; the next run resumes after it.
+
 Gap detection: when a run that asked for plays `after` the stored cursor receives a full window (50 plays, all
 newer than the cursor), plays between the cursor and the oldest play received may have scrolled out of reach.
 The run records that span in `raw.gaps` (`user_id`, `gap_from`, `gap_to`, `detected_at`) and warns; the data

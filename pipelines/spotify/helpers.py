@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import base64
 import calendar
+import email.utils
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
@@ -22,6 +24,7 @@ from pipelines.spotify import settings
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {500, 502, 503, 504}
+RECENTLY_PLAYED_PATH = "/me/player/recently-played"
 
 
 class SpotifyApiError(PipelineError):
@@ -144,6 +147,9 @@ class SpotifyClient:
                 self.refresh_access_token()
                 refreshed = True
                 continue
+            refusal = _auth_refusal(response, _path_of(url))
+            if refusal is not None:
+                raise refusal
             if response.status_code != 200:
                 raise SpotifyApiError(
                     f"GET {_path_of(url)} failed: HTTP {response.status_code} {_error_message(response)}"
@@ -168,12 +174,15 @@ class SpotifyClient:
                 continue
             if response.status_code == 429:
                 wait = _retry_after(response)
-                if wait > settings.MAX_RETRY_AFTER_SECONDS or last:
-                    raise SpotifyApiError(
-                        f"{what}: rate limited by Spotify (Retry-After {wait:.0f}s); the next run will catch up"
-                    )
-                log.warning("%s: rate limited, waiting %.1fs as Retry-After asks", what, wait)
-                self._sleep(wait)
+                if last or (wait is not None and wait > settings.MAX_RETRY_AFTER_SECONDS):
+                    asked = "no usable Retry-After" if wait is None else f"Retry-After {wait:.0f}s"
+                    raise SpotifyApiError(f"{what}: rate limited by Spotify ({asked}); the next run will catch up")
+                if wait is None:
+                    # No wait named: back off as for a 5xx (doubling, capped) rather than retry at a fixed pace.
+                    self._wait(attempt, f"{what}: rate limited without a usable Retry-After")
+                else:
+                    log.warning("%s: rate limited, waiting %.1fs as Retry-After asks", what, wait)
+                    self._sleep(wait)
                 continue
             if response.status_code in RETRYABLE_STATUS and not last:
                 self._wait(attempt, f"{what}: HTTP {response.status_code}")
@@ -199,20 +208,101 @@ class SpotifyClient:
     def recently_played_pages(self, after: datetime | None) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of play items newer than `after` (all visible plays when None), following `next`.
 
-        Spotify only ever shows the 50 most recent plays, whatever the cursor.
+        Spotify only ever shows the 50 most recent plays, whatever the cursor. Paging ends, within
+        settings.MAX_PAGES requests, at the first empty page or a `next` that would not move on (see `PageTrail`);
+        a run that stops for such an anomaly warns once and keeps what it read.
         """
         params: dict[str, Any] | None = {"limit": settings.PAGE_LIMIT}
         if after is not None:
             params["after"] = to_unix_ms(after)
-        url: str | None = "/me/player/recently-played"
-        while url:
+        url: str = self.api_url + RECENTLY_PLAYED_PATH
+        trail = PageTrail(self.api_url, url, params)
+        for pages in range(1, settings.MAX_PAGES + 1):
             body = self.get(url, params)
             items = body.get("items")
             if not isinstance(items, list):
-                raise SpotifyApiError("GET /me/player/recently-played answered without an 'items' list")
-            if items:
-                yield items
-            url, params = body.get("next"), None  # `next` already carries limit and cursor
+                raise SpotifyApiError(f"GET {RECENTLY_PLAYED_PATH} answered without an 'items' list")
+            next_url = body.get("next")
+            if not items:
+                if next_url is not None:
+                    _stop_paging(pages, "an empty page still carried a `next` link")
+                return
+            yield items
+            if next_url is None:
+                return
+            problem = trail.refuse(next_url)
+            if problem is not None:
+                _stop_paging(pages, problem)
+                return
+            url, params = next_url, None  # `next` already carries limit and cursor
+        _stop_paging(
+            settings.MAX_PAGES, f"`next` still pointed on after {settings.MAX_PAGES} pages, the most a run reads"
+        )
+
+
+class PageTrail:
+    """The recently-played pages a run has asked for, to refuse a `next` that would not move the run on.
+
+    A run pages one way: forward in time from an `after` cursor, or back from the newest play (no cursor, then
+    `before`). A `next` must stay on the API, carry that cursor, and move it on past the last page asked for;
+    one that repeats a page, points backwards or stands still would make the run read the same plays forever.
+    """
+
+    def __init__(self, api_url: str, url: str, params: dict[str, Any]) -> None:
+        self._api_prefix = api_url.rstrip("/") + "/"
+        self._direction = "after" if "after" in params else "before"
+        self._cursor: int | None = params.get(self._direction)
+        self._asked = {_page_key(url, {name: str(value) for name, value in params.items()})}
+
+    def refuse(self, next_url: Any) -> str | None:
+        """Why following `next_url` would not move the run on; None (and it is noted as asked) if it would."""
+        if not isinstance(next_url, str) or not next_url.startswith(self._api_prefix):
+            # Following it would also hand the access token to whoever answers there.
+            return "`next` does not point to the Web API"
+        query = dict(parse_qsl(urlsplit(next_url).query))
+        key = _page_key(next_url, query)
+        if key in self._asked:
+            return "`next` repeats a page already read"
+        raw = query.get(self._direction, "")
+        if not raw.isdigit():
+            return f"`next` carries no `{self._direction}` cursor to move on with"
+        cursor = int(raw)
+        forward = self._direction == "after"
+        if self._cursor is not None and (cursor <= self._cursor if forward else cursor >= self._cursor):
+            return f"`next` does not move past the last cursor ({self._direction}={self._cursor}, then {cursor})"
+        self._asked.add(key)
+        self._cursor = cursor
+        return None
+
+
+def _page_key(url: str, query: dict[str, str]) -> tuple[str, frozenset[tuple[str, str]]]:
+    # The same page whatever the order of its query parameters.
+    return urlsplit(url).path, frozenset(query.items())
+
+
+def _stop_paging(pages: int, problem: str) -> None:
+    log.warning(
+        "stopped reading recently played tracks after %d page(s): %s. Loading the plays read so far; the next run "
+        "asks for plays after the newest of them",
+        pages,
+        problem,
+    )
+
+
+def _auth_refusal(response: requests.Response, path: str) -> SpotifyAuthError | None:
+    """The error for a 401 that a token refresh did not cure, or a 403 for a missing scope; None for others."""
+    message = _error_message(response)
+    if response.status_code == 401:
+        return SpotifyAuthError(
+            f"Spotify still refused GET {path} after a token refresh (HTTP 401 {message}). "
+            "Run `python -m pipelines auth` again to authorise."
+        )
+    if response.status_code == 403 and "scope" in message.lower():
+        return SpotifyAuthError(
+            f"Spotify refused GET {path} (HTTP 403 {message}): the authorisation lacks the {settings.SCOPE} "
+            "scope. Run `python -m pipelines auth` again to grant it."
+        )
+    return None
 
 
 def _json_or_none(response: requests.Response) -> Any:
@@ -229,11 +319,18 @@ def _error_message(response: requests.Response) -> str:
     return ""
 
 
-def _retry_after(response: requests.Response) -> float:
+def _retry_after(response: requests.Response) -> float | None:
+    """What a 429's Retry-After asks to wait: delay-seconds or an HTTP date (RFC 9110); None if absent or garbled."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if value.isdigit():
+        return float(value)
     try:
-        return max(0.0, float(response.headers.get("Retry-After", "1")))
-    except ValueError:
-        return 1.0
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000": UTC, says RFC 5322
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _path_of(url: str) -> str:

@@ -13,6 +13,12 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1:8888/callback"
 PAGE_LIMIT = 50
 VISIBLE_WINDOW = 50
 
+# The most pages one run reads. How Spotify fills `next` after an `after` query is undocumented, and a `next` that
+# never ends would hang every later run while plays scroll out of the window. A page holds up to 50 plays and only
+# 50 are visible, so a run normally needs one page (two when `next` leads to an empty one); ten pages still cover
+# the window when a server sends a fifth of what `limit` asks for, and end a runaway run within seconds.
+MAX_PAGES = 10
+
 # HTTP behaviour: bounded retries so a flaky API cannot hang a scheduled run forever.
 REQUEST_TIMEOUT_SECONDS = 30.0
 MAX_ATTEMPTS = 6

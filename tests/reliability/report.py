@@ -1,7 +1,8 @@
 """The reliability report: each fault or bad input the tests inject, how often, and what became of the plays.
 
-A test calls `record(...)` once its assertions have passed, with what it measured (plays lost and duplicated
-are counted by the test against what the Spotify server served). When the session ends, the table in
+A test calls `record(...)` with what it measured (plays lost and duplicated are counted by the test against what
+the Spotify server served) before it asserts on it, so a failing run's counts show up in the differences below
+rather than vanishing with the assertion. When the session ends, the table in
 `docs/reliability.md` is checked against the recorded rows (conftest's `pytest_sessionfinish`): a row that
 differs fails the session, and when the whole of tests/reliability ran and passed, so does a row in the doc
 that no test produced. `RELIABILITY_REPORT=update` rewrites the table from a complete run instead.
@@ -58,7 +59,7 @@ RECORDED: dict[tuple[str, str], Outcome] = {}
 def record(
     area: str, fault: str, *, tried: int, result: str, lost: int | None = None, duplicated: int | None = None
 ) -> None:
-    """Note what a passing test measured. Several calls for one row add up (e.g. one per parameter)."""
+    """Note what a test measured, before it asserts on it. Several calls for one row add up (e.g. one per parameter)."""
     if area not in AREAS:
         raise ValueError(f"unknown area {area!r}; add it to AREAS")
     if "|" in fault or "|" in result:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import string
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from pipelines import transform
 from pipelines.database import drop_database, ensure_role_and_database
 from pipelines.sample_server.catalog import local_track_uri
+from pipelines.spotify.helpers import parse_played_at
 from pipelines.storable_text import REPLACEMENT
 from tests.conftest import SPOTIFY_CLIENT_SECRET, TEST_ROLE, query
 from tests.reliability.helpers import RECENTLY_PLAYED
@@ -212,7 +214,7 @@ def test_awkward_valid_items_reach_the_marts_intact_and_unusable_ones_are_counte
 ):
     # One database name for every example (dropped and made again), so dbt's partial parse stays valid.
     dbname = f"{database_url.dbname}_fuzz"
-    totals = {"plays": 0, "rejected": 0, "repaired": 0}
+    totals = {"batches": 0, "plays": 0, "lost": 0, "duplicated": 0, "rejected": 0, "repaired": 0}
 
     # Seeded, so every run tries the same batches; no shrinking, as each step would cost a dbt build (the
     # failing batch is reported as generated).
@@ -236,6 +238,12 @@ def test_awkward_valid_items_reach_the_marts_intact_and_unusable_ones_are_counte
         # Every model and data test (unit tests use fixed inputs, not these); raises if any fails.
         transform.run_dbt(database, "build", "--quiet", "--exclude-resource-type", "unit_test")
 
+        # Measured against the marts, and counted before any assertion can stop the example.
+        built = Counter(row[0] for row in query(database, "select played_at from analytics.listening_history"))
+        served = {parse_played_at(item["played_at"]) for item in usable}
+        totals["batches"] += 1
+        totals["lost"] += len(served - set(built))
+        totals["duplicated"] += sum(count - 1 for count in built.values())
         assert (summary["plays_loaded"], summary["items_rejected"]) == (len(usable), unusable)
         stored_parts = [[item["track"], item["context"]] for item in usable]  # what the loader keeps of an item
         assert summary["strings_repaired"] == count_nul_strings(stored_parts)
@@ -269,16 +277,18 @@ def test_awkward_valid_items_reach_the_marts_intact_and_unusable_ones_are_counte
         check()
     finally:
         drop_database(postgres_admin, dbname)
-    # Batches, not plays, are counted: hypothesis' batches are seeded, but their sizes may vary between sessions.
+        # Batches, not plays, are counted: hypothesis' batches are seeded, but their sizes may vary between sessions.
+        record(
+            "API items",
+            "Fuzzed batches of awkward valid items (hypothesis, up to 50 plays each, NULs included)",
+            tried=totals["batches"],
+            lost=totals["lost"],
+            duplicated=totals["duplicated"],
+            result="every play loaded and built by dbt intact; NUL strings repaired and counted",
+        )
+    assert (totals["lost"], totals["duplicated"]) == (0, 0)
+    assert totals["batches"] == EXAMPLES
     assert totals["plays"] >= EXAMPLES and totals["rejected"] >= EXAMPLES
-    record(
-        "API items",
-        "Fuzzed batches of awkward valid items (hypothesis, up to 50 plays each, NULs included)",
-        tried=EXAMPLES,
-        lost=0,
-        duplicated=0,
-        result="every play loaded and built by dbt intact; NUL strings repaired and counted",
-    )
     record(
         "API items",
         "Fuzzed unusable items, 1 to 3 mixed into each batch",

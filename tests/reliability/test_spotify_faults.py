@@ -7,15 +7,20 @@ plays lost or duplicated against what the server served.
 
 from __future__ import annotations
 
+import email.utils
+import logging
+import math
 import threading
+import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 
 from pipelines.spotify import settings
-from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
+from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError, parse_played_at
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query
-from tests.reliability.helpers import RECENTLY_PLAYED, record_all_loaded, stored_plays
+from tests.reliability.helpers import RECENTLY_PLAYED, assert_one_clear_error, record_all_loaded, stored_plays
 from tests.reliability.report import record
 from tests.spotify.test_recently_played import START, add_plays
 from tests.test_cli import run_cli
@@ -34,6 +39,11 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def history_requests(server) -> list:
     return [request for request in server.requests if request.path == RECENTLY_PLAYED]
+
+
+def waits_between(requests: list) -> list[float]:
+    """Seconds between each request and the next, as the server saw them arrive."""
+    return [later.received_at - earlier.received_at for earlier, later in zip(requests, requests[1:], strict=False)]
 
 
 def test_connection_resets_on_every_endpoint_are_retried(load_plays, spotify_server, database_url):
@@ -116,9 +126,8 @@ def test_repeated_rate_limits_are_each_honoured(load_plays, spotify_server, data
 
     load_plays()
 
-    first, second, third = history_requests(spotify_server)
-    assert second.received_at - first.received_at >= 0.9
-    assert third.received_at - second.received_at >= 0.9
+    waits = waits_between(history_requests(spotify_server))
+    assert len(waits) == 2 and min(waits) >= 0.9, waits
     record_all_loaded(
         "Spotify API",
         "429 twice in a row, Retry-After: 1",
@@ -126,6 +135,100 @@ def test_repeated_rate_limits_are_each_honoured(load_plays, spotify_server, data
         database_url,
         tried=1,
         result="waited as asked each time; every play loaded",
+    )
+
+
+def test_a_429_without_retry_after_backs_off_as_for_a_5xx(
+    load_plays, spotify_server, database_url, monkeypatch, caplog
+):
+    monkeypatch.setattr(settings, "BACKOFF_BASE_SECONDS", 0.2)  # waits of 0.1-0.2 s, then 0.2-0.4 s (jitter)
+    add_plays(spotify_server, 3)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, times=2)  # Spotify's error body, no Retry-After
+
+    with caplog.at_level(logging.WARNING, logger="pipelines.spotify.helpers"):
+        load_plays()
+
+    waits = waits_between(history_requests(spotify_server))
+    assert waits[0] >= 0.1 and waits[1] >= 0.2, waits  # it waited, longer each time
+    assert all(wait < settings.BACKOFF_MAX_SECONDS for wait in waits), waits
+    assert "rate limited without a usable Retry-After" in caplog.text
+    record_all_loaded(
+        "Spotify API",
+        "429 twice in a row without Retry-After",
+        spotify_server,
+        database_url,
+        tried=1,
+        result="backed off as for a 5xx (doubling, capped); every play loaded",
+    )
+
+
+def test_a_429_whose_retry_after_is_an_http_date_waits_until_then(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 3)
+    # RFC 9110 allows an HTTP date, to the second: a whole second ahead is 1 to 2 s away.
+    until = email.utils.formatdate(math.ceil(time.time()) + 1, usegmt=True)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, headers={"Retry-After": until})
+
+    load_plays()
+
+    [wait] = waits_between(history_requests(spotify_server))
+    assert wait >= 0.95
+    record_all_loaded(
+        "Spotify API",
+        "429 whose Retry-After is an HTTP date",
+        spotify_server,
+        database_url,
+        tried=1,
+        result="waited until that moment; every play loaded",
+    )
+
+
+def test_a_401_again_after_a_token_refresh_fails_clearly_and_does_not_loop(load_plays, spotify_server, database_url):
+    add_plays(spotify_server, 4)
+    expired = {"error": {"status": 401, "message": "The access token expired"}}
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 401, body=expired, times=3)
+
+    with pytest.raises(SpotifyAuthError) as caught:
+        load_plays()
+
+    assert "HTTP 401 The access token expired" in str(caught.value)
+    assert "python -m pipelines auth" in str(caught.value)
+    assert len(history_requests(spotify_server)) == 2  # asked, refreshed once, asked again: then it stopped
+    assert len([request for request in spotify_server.requests if request.path == TOKEN]) == 2
+    assert stored_plays(database_url) == []
+
+    load_plays()  # the third 401 is refreshed away like any expired token
+    record_all_loaded(
+        "Spotify API",
+        "401 again right after a token refresh",
+        spotify_server,
+        database_url,
+        tried=1,
+        result="run failed with one clear error (re-run `auth`), no loop; next run loaded every play",
+    )
+
+
+def test_a_token_without_the_history_scope_fails_in_one_line_naming_scope_and_command(
+    spotify_server, database_url, loader_env, child_pipelines_dir
+):
+    add_plays(spotify_server, 3)
+    spotify_server.grant_refresh_token_scope("user-read-email")  # authorised by an app that asked for less
+
+    refused = run_cli(loader_env, "load")
+
+    assert refused.returncode == 1
+    assert_one_clear_error(refused.stderr, "HTTP 403", settings.SCOPE, "python -m pipelines auth")
+    assert len(history_requests(spotify_server)) == 1  # a missing scope is not retried
+    assert stored_plays(database_url) == []
+
+    spotify_server.grant_refresh_token_scope(settings.SCOPE)  # the user ran `auth` again
+    assert run_cli(loader_env, "load").returncode == 0
+    record_all_loaded(
+        "Spotify API",
+        f"403: the authorisation lacks the {settings.SCOPE} scope",
+        spotify_server,
+        database_url,
+        tried=1,
+        result="one `error:` line naming the scope and `auth`, not retried; after `auth` every play loaded",
     )
 
 
@@ -282,6 +385,12 @@ def item(track: dict | None, minutes: int, **extra) -> dict:
     }
 
 
+def measure_items(items: list[dict], stored: Counter) -> tuple[int, int]:
+    """Of these served items, how many raw.recently_played lacks, and how many rows it holds beyond one each."""
+    moments = [parse_played_at(item["played_at"]) for item in items]
+    return sum(stored[moment] == 0 for moment in moments), sum(max(0, stored[moment] - 1) for moment in moments)
+
+
 def test_items_with_extra_missing_or_unusable_fields_are_kept_counted_or_repaired(
     spotify_server, database_url, loader_env, child_pipelines_dir
 ):
@@ -310,6 +419,25 @@ def test_items_with_extra_missing_or_unusable_fields_are_kept_counted_or_repaire
 
     result = run_cli(loader_env, "load")
 
+    rows_at = Counter(played_at for _, played_at in stored_plays(database_url))
+    kept, repaired = measure_items(usable[:2], rows_at), measure_items(usable[2:], rows_at)
+    record(
+        "API items",
+        "Extra keys in item and track; optional keys missing",
+        tried=2,
+        lost=kept[0],
+        duplicated=kept[1],
+        result="loaded verbatim",
+    )
+    record(
+        "API items",
+        "NUL characters in names (PostgreSQL cannot store U+0000)",
+        tried=1,
+        lost=repaired[0],
+        duplicated=repaired[1],
+        result="replaced by U+FFFD, counted, loaded",
+    )
+    assert (kept, repaired) == ((0, 0), (0, 0))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "loaded 3 plays into raw.recently_played" in result.stderr
     assert "skipped 5 unusable items" in result.stderr
@@ -320,22 +448,6 @@ def test_items_with_extra_missing_or_unusable_fields_are_kept_counted_or_repaire
     assert stored[0][0]["new_field_2027"] == {"nested": [1, 2, {"deep": None}]}  # extra keys kept verbatim
     assert "popularity" not in stored[1][0]
     assert stored[2][0]["name"] == "Nul\ufffdIn\ufffdName"
-    record(
-        "API items",
-        "Extra keys in item and track; optional keys missing",
-        tried=2,
-        lost=0,
-        duplicated=0,
-        result="loaded verbatim",
-    )
-    record(
-        "API items",
-        "NUL characters in names (PostgreSQL cannot store U+0000)",
-        tried=1,
-        lost=0,
-        duplicated=0,
-        result="replaced by U+FFFD, counted, loaded",
-    )
     record(
         "API items",
         "No track, null track, null or unparsable played_at, not an object",

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from pipelines.sample_server import SampleSpotifyServer, make_track
+from pipelines.sample_server import NEXT_LOOPS, NEXT_ON_EMPTY, NEXT_REPEATS, SampleSpotifyServer, make_track
 from tests.sample_server.conftest import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -334,6 +334,64 @@ def test_faults_apply_even_without_a_token_and_are_recorded(server):
 
     assert response.status_code == 500 and response.json()["error"] == "server_error"
     assert [request.path for request in server.requests] == ["/api/token"]
+
+
+def test_a_repeating_next_links_each_page_to_itself_for_as_many_pages_as_asked(server, recent):
+    moments = add_plays(server, 5)
+    server.enqueue_next_fault(NEXT_REPEATS, times=2)
+
+    pages = [recent(after=moments[0]).json(), recent(limit=3).json(), recent(limit=3).json()]
+
+    assert [page["next"] for page in pages[:2]] == [page["href"] for page in pages[:2]]
+    assert pages[0]["href"] == f"{server.base_url}{RECENTLY_PLAYED}?after={moments[0]}"
+    assert pages[2]["next"] == f"{server.base_url}{RECENTLY_PLAYED}?before={moments[2]}&limit=3"  # used up
+
+
+def test_a_next_on_empty_pages_links_one_millisecond_further_each_time(server, recent):
+    moments = add_plays(server, 3)
+    server.enqueue_next_fault(NEXT_ON_EMPTY, times=3)
+
+    last = recent(after=moments[0]).json()
+    empty = recent(last["next"]).json()
+    emptier = recent(empty["next"]).json()
+
+    assert ms_of(last["items"]) == moments[:0:-1]
+    assert last["next"] == f"{server.base_url}{RECENTLY_PLAYED}?after={moments[-1] + 1}&limit=20"
+    assert (empty["items"], empty["next"]) == (
+        [],
+        f"{server.base_url}{RECENTLY_PLAYED}?after={moments[-1] + 2}&limit=20",
+    )
+    assert emptier["next"].endswith(f"?after={moments[-1] + 3}&limit=20")
+
+
+def test_a_looping_next_sends_the_client_back_to_the_page_before(server, recent):
+    moments = add_plays(server, 20)
+    server.enqueue_next_fault(NEXT_LOOPS, times=4)
+
+    first = recent(after=moments[0] - 1, limit=10).json()
+    second = recent(first["next"]).json()
+    again = recent(second["next"]).json()
+
+    assert first["next"] == f"{server.base_url}{RECENTLY_PLAYED}?after={moments[9]}&limit=10"  # as Spotify's rules say
+    assert ms_of(second["items"]) == moments[10:][::-1]
+    assert second["next"] == first["href"] and again["next"] == second["href"]  # A, B, A, B, ...
+    assert ms_of(again["items"]) == ms_of(first["items"])
+
+
+def test_next_faults_name_a_known_kind(server):
+    with pytest.raises(ValueError, match="kind must be"):
+        server.enqueue_next_fault("sideways")
+
+
+def test_a_refresh_token_granted_without_the_scope_cannot_read_history(server):
+    server.grant_refresh_token_scope("user-read-email")
+
+    granted = refresh(server).json()
+
+    assert granted["scope"] == "user-read-email"
+    headers = {"Authorization": f"Bearer {granted['access_token']}"}
+    response = requests.get(server.base_url + RECENTLY_PLAYED, headers=headers, timeout=5)
+    assert (response.status_code, response.json()["error"]["message"]) == (403, "Insufficient client scope")
 
 
 # --- authorize and the code exchange --------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+from pipelines.sample_server import NEXT_LOOPS
+from pipelines.sample_server.server import RECENTLY_PLAYED_PATH
+from pipelines.spotify import settings
 from pipelines.spotify.helpers import parse_played_at
 from tests.conftest import query
 
@@ -48,6 +51,21 @@ def test_more_than_fifty_plays_between_runs_records_a_gap_and_warns(load_plays, 
     ]
     assert "import-history" in caplog.text and "may be lost" in caplog.text
     assert summary["plays_loaded"] == 50
+
+
+def test_a_next_looping_between_two_pages_still_records_the_true_gap(load_plays, spotify_server, database_url):
+    first = add_plays(spotify_server, 10, START)
+    load_plays()
+    second = add_plays(spotify_server, 62, first[-1] + timedelta(minutes=5))
+    spotify_server.limit_page_size(25)  # the window in two pages, A and B, whose `next` leads back to A
+    spotify_server.enqueue_next_fault(NEXT_LOOPS, times=settings.MAX_PAGES)
+    spotify_server.clear_requests()
+
+    summary = load_plays()
+
+    assert len([request for request in spotify_server.requests if request.path == RECENTLY_PLAYED_PATH]) == 2
+    assert summary["plays_loaded"] == 50
+    assert gaps(database_url) == [("listener-1", first[-1], second[-50])]  # as without the fault
 
 
 def test_the_first_load_and_a_window_that_is_not_full_record_no_gap(load_plays, spotify_server, database_url):

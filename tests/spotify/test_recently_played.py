@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -137,11 +138,14 @@ def test_rate_limit_waits_for_retry_after(load_plays, spotify_server, database_u
     assert len(raw_rows(database_url)) == 4
 
 
-def test_a_rate_limit_longer_than_the_bound_fails_the_run_clearly(load_plays, spotify_server, database_url):
+@pytest.mark.parametrize("in_an_hour", ["3600", "http-date"])
+def test_a_rate_limit_longer_than_the_bound_fails_the_run_clearly(load_plays, spotify_server, database_url, in_an_hour):
     add_plays(spotify_server, 2)
-    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, headers={"Retry-After": "3600"})
+    if in_an_hour == "http-date":  # RFC 9110's other form of Retry-After
+        in_an_hour = email.utils.format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    spotify_server.enqueue_fault(RECENTLY_PLAYED, 429, headers={"Retry-After": in_an_hour})
 
-    with pytest.raises(SpotifyApiError, match="rate limited"):
+    with pytest.raises(SpotifyApiError, match=r"rate limited by Spotify \(Retry-After 3[56]\d\ds\)"):
         load_plays()
 
 

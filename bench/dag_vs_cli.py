@@ -1,0 +1,154 @@
+"""Benchmark: one hourly run of the DAG on a real Airflow deployment against the CLI `run` on the same data.
+
+Run: .venv/bin/python bench/dag_vs_cli.py [--designs chosen,local-after-each,...] [--repeats 3]
+
+Everything is measured in one run on the same machine, PostgreSQL and sample server. For each design (a way to
+render the dbt project, see `pipelines/orchestration.py`), a fresh pipeline database gets a first load of the
+sample listener's history; then each repeat adds an hour of plays and times one incremental run:
+- the CLI: `python -m pipelines run` (load + `dbt build` with the source's freshness and tests), wall time;
+- `airflow dags test`, wall time;
+- the real scheduler (LocalExecutor; `scheduler`, `dag-processor`, `api-server`, `triggerer`), from the trigger
+  through the REST API to the run's end, with the run's task instances and their summed duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines import airflow_runner, transform  # noqa: E402
+from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database  # noqa: E402
+from pipelines.sample_server import SampleSpotifyServer, demo_history  # noqa: E402
+from pipelines.settings import DAG_ID  # noqa: E402
+from tests.deployment.airflow_deployment import AirflowDeployment  # noqa: E402
+
+PYTHON = sys.executable
+# Each design is the environment that selects it (see orchestration.py).
+DESIGNS = {
+    "local-after-each": {"SPOTIFY_ELT_DBT_EXECUTION": "local", "SPOTIFY_ELT_DBT_TESTS": "after_each"},
+    "local-build": {"SPOTIFY_ELT_DBT_EXECUTION": "local", "SPOTIFY_ELT_DBT_TESTS": "build"},
+    "watcher-1-thread": {"SPOTIFY_ELT_DBT_EXECUTION": "watcher", "DBT_THREADS": "1"},
+    "watcher-4-threads": {"SPOTIFY_ELT_DBT_EXECUTION": "watcher", "DBT_THREADS": "4"},
+    "chosen": {},
+}
+CLIENT = ("bench-client", "bench-secret")
+
+
+def spotify_env(server: SampleSpotifyServer) -> dict[str, str]:
+    return {
+        "SPOTIFY_CLIENT_ID": CLIENT[0],
+        "SPOTIFY_CLIENT_SECRET": CLIENT[1],
+        "SPOTIFY_REFRESH_TOKEN": server.current_refresh_token,
+        "SPOTIFY_API_URL": server.api_url,
+        "SPOTIFY_ACCOUNTS_URL": server.accounts_url,
+    }
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=True, cwd=ROOT)
+    return time.perf_counter() - started
+
+
+def add_an_hour(server: SampleSpotifyServer, hour: int) -> None:
+    # 12 plays in the hour before now: what an hourly run finds; minutes apart so no play hides another.
+    end = datetime.now(UTC) - timedelta(minutes=1)
+    server.add_plays(demo_history(end, count=12, seed=1000 + hour))
+
+
+def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path) -> dict[str, object]:
+    dbname = f"bench_dag_{uuid.uuid4().hex[:8]}"
+    database = ensure_role_and_database(admin, "bench_loader", "bench-password", dbname)
+    server = SampleSpotifyServer(
+        client_id=CLIENT[0], client_secret=CLIENT[1], refresh_token="bench-refresh", user_id="bench-listener"
+    )
+    server.add_plays(demo_history(datetime.now(UTC) - timedelta(hours=2), count=50))
+    home = work / design
+    deployment = AirflowDeployment(home=home / "airflow", admin_db=admin, pipeline_db=database)
+    log = home / "bench.log"
+    home.mkdir(parents=True)
+    results: dict[str, list[float]] = {"cli": [], "dags_test": [], "scheduler": [], "task_seconds": [], "tis": []}
+    with server:
+        deployment.settings = {
+            **DESIGNS[design],
+            **spotify_env(server),
+            "DATABASE_URL": str(database),
+            # only the runs this benchmark triggers: an hourly run of its own would queue in front of them
+            "SPOTIFY_ELT_SCHEDULE": "none",
+        }
+        cli_env = deployment.env()
+        try:
+            deployment.migrate()
+            transform.parse(database)
+            deployment.start_components()
+            deployment.wait_for_dag(DAG_ID)
+            # the first run loads the backlog and builds every table in full: not what an hourly run does
+            run_id = deployment.trigger(DAG_ID)
+            assert deployment.wait_for_run(DAG_ID, run_id) == "success", deployment.task_instances(DAG_ID, run_id)
+            for repeat in range(repeats):
+                add_an_hour(server, 3 * repeat)
+                results["cli"].append(timed([PYTHON, "-m", "pipelines", "run"], cli_env, log))
+                add_an_hour(server, 3 * repeat + 1)
+                started = time.perf_counter()
+                run_id = deployment.trigger(DAG_ID)
+                state = deployment.wait_for_run(DAG_ID, run_id)
+                results["scheduler"].append(time.perf_counter() - started)
+                assert state == "success", [ti for ti in deployment.task_instances(DAG_ID, run_id)]
+                tis = deployment.task_instances(DAG_ID, run_id)
+                results["tis"].append(len(tis))
+                results["task_seconds"].append(sum(ti["duration"] or 0 for ti in tis))
+            deployment.stop()
+            # `airflow dags test` (what `make run` does), in the same home, after the scheduler has stopped;
+            # it runs one task at a time, so it renders the per-model design, as `make run` does
+            dags_test_env = {**cli_env, "SPOTIFY_ELT_DBT_EXECUTION": "local"}
+            for repeat in range(repeats):
+                add_an_hour(server, 3 * repeat + 2)
+                command = [deployment_airflow(), "dags", "test", DAG_ID, "-f", str(ROOT / "dags" / "spotify_elt.py")]
+                results["dags_test"].append(timed(command, dags_test_env, log))
+        finally:
+            deployment.close()
+            drop_database(admin, dbname)
+    return {key: statistics.median(values) for key, values in results.items() if values}
+
+
+def deployment_airflow() -> str:
+    return str(Path(PYTHON).parent / "airflow")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--designs", default=",".join(DESIGNS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--admin-url", default=os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres:x@127.0.0.1:5432/postgres")
+    )
+    args = parser.parse_args()
+    admin = DatabaseUrl.parse(args.admin_url, "--admin-url")
+    os.environ.update(airflow_runner.QUIET_ENV)
+    work = Path(tempfile.mkdtemp(prefix="bench-dag-"))
+    print(f"logs: {work}")
+    print("| design | CLI run | `airflow dags test` | real scheduler | scheduler / CLI | task instances | task time |")
+    print("|---|---|---|---|---|---|---|")
+    for design in args.designs.split(","):
+        row = measure(design, admin, args.repeats, work)
+        print(
+            f"| {design} | {row['cli']:.1f} s | {row['dags_test']:.1f} s | {row['scheduler']:.1f} s "
+            f"| {row['scheduler'] / row['cli']:.2f} | {row['tis']:.0f} | {row['task_seconds']:.0f} s |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The DAG on a real Airflow deployment, driven through the REST API as a user would.
+
+Each test creates an Airflow home and a metadata database on the real PostgreSQL, starts `scheduler`,
+`dag-processor`, `api-server` and `triggerer` (and, for Celery, two workers) as processes, triggers
+`spotify_elt`, waits for the run, checks the marts exactly, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.settings import DAG_ID
+from tests.conftest import SPOTIFY_CLIENT_SECRET, query
+from tests.deployment.airflow_deployment import AirflowDeployment
+
+pytestmark = pytest.mark.deployment
+
+DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
+LOAD_TASK = "load_recently_played"
+PLAYS = 40
+
+
+def documented_celery_settings() -> dict[str, str]:
+    """The Celery settings docs/deploy.md shows: the `sh` block after its `celery-settings` marker."""
+    text = DEPLOY_DOC.read_text()
+    block = re.search(r"<!-- celery-settings -->\s*```sh\n(.*?)```", text, re.S)
+    assert block, "docs/deploy.md lost its Celery settings block"
+    settings = {}
+    for line in block.group(1).splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.removeprefix("export ").partition("=")
+            settings[key] = value.strip("'\"")
+    return settings
+
+
+@pytest.fixture
+def deployment(
+    tmp_path: Path, postgres_admin, database_url, spotify_server, request: pytest.FixtureRequest
+) -> Iterator[AirflowDeployment]:
+    deployment = AirflowDeployment(home=tmp_path / "airflow", admin_db=postgres_admin, pipeline_db=database_url)
+    deployment.settings = {
+        "SPOTIFY_CLIENT_ID": "test-client-id",
+        "SPOTIFY_CLIENT_SECRET": SPOTIFY_CLIENT_SECRET,
+        "SPOTIFY_REFRESH_TOKEN": spotify_server.current_refresh_token,
+        "SPOTIFY_API_URL": spotify_server.api_url,
+        "SPOTIFY_ACCOUNTS_URL": spotify_server.accounts_url,
+        "SPOTIFY_ELT_HOME": str(tmp_path / "state"),
+        # runs come from this test's trigger only: an hourly run of the scheduler's own would queue in front
+        "SPOTIFY_ELT_SCHEDULE": "none",
+    }
+    yield deployment
+    deployment.close()
+
+
+def start(deployment: AirflowDeployment) -> None:
+    deployment.migrate()
+    # the deploy step docs/deploy.md asks for, in the deployment's environment
+    deployment.run_pipelines("parse")
+    deployment.start_components()
+    deployment.wait_for_dag(DAG_ID)
+
+
+def assert_marts_hold_every_play_once(database_url, plays: int) -> None:
+    assert query(database_url, "select count(*), count(distinct played_at) from raw.recently_played") == [
+        (plays, plays)
+    ]
+    assert query(database_url, "select count(*), count(distinct play_id) from analytics.plays") == [(plays, plays)]
+    assert query(database_url, "select count(*) from analytics.listening_history") == [(plays,)]
+
+
+def states(tis: list[dict[str, Any]]) -> dict[str, str]:
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, database_url, spotify_server):
+    from pipelines.sample_server import demo_history
+
+    spotify_server.add_plays(demo_history(datetime.now(UTC), count=PLAYS))
+    start(deployment)
+
+    run_id = deployment.trigger(DAG_ID)
+    state = deployment.wait_for_run(DAG_ID, run_id)
+    tis = deployment.task_instances(DAG_ID, run_id)
+
+    assert state == "success", states(tis)
+    assert set(states(tis).values()) == {"success"}
+    assert_marts_hold_every_play_once(database_url, PLAYS)
+    # every model still has a task of its own in the UI
+    assert {"transform.plays.run", "transform.listening_sessions.run", "transform.dbt_producer_watcher"} <= set(
+        states(tis)
+    )
+
+
+def test_celery_workers_finish_the_run_when_one_is_killed_mid_task(deployment, database_url, spotify_server, redis_url):
+    from pipelines.sample_server import demo_history
+
+    settings = documented_celery_settings()
+    assert settings["AIRFLOW__CORE__EXECUTOR"].endswith(".CeleryExecutor")
+    # the documented settings, with this test's own broker database and metadata database as the backend
+    settings["AIRFLOW__CELERY__BROKER_URL"] = redis_url
+    settings["AIRFLOW__CELERY__RESULT_BACKEND"] = "db+" + deployment.metadata_url
+    deployment.settings.update(settings)
+    deployment.executor = settings["AIRFLOW__CORE__EXECUTOR"]
+    spotify_server.add_plays(demo_history(datetime.now(UTC), count=PLAYS))
+    start(deployment)
+    deployment.start_celery_worker("worker-a")
+    deployment.start_celery_worker("worker-b")
+
+    # Hold the load's first request: the load task is then surely running on one of the workers.
+    hold = spotify_server.hold_requests("/v1/me/player/recently-played")
+    run_id = deployment.trigger(DAG_ID)
+    assert hold.arrived.wait(timeout=240), deployment.log_tail("scheduler")
+    victim, survivor = _by_who_runs(deployment, LOAD_TASK, try_number=1, workers=("worker-a", "worker-b"))
+    deployment.kill(f"worker-{victim}")
+    hold.release()
+
+    state = deployment.wait_for_run(DAG_ID, run_id, timeout=900)
+    tis = deployment.task_instances(DAG_ID, run_id)
+    tries = deployment.tries(DAG_ID, run_id, LOAD_TASK)
+
+    assert state == "success", states(tis)
+    # the killed try failed, and Airflow retried it on the worker that was left
+    assert [(attempt["try_number"], attempt["state"]) for attempt in tries] == [(1, "failed"), (2, "success")]
+    assert _executed(deployment, survivor, LOAD_TASK, try_number=2)
+    assert_marts_hold_every_play_once(database_url, PLAYS)
+
+
+def _executed(deployment: AirflowDeployment, worker: str, task_id: str, try_number: int) -> bool:
+    """Whether `worker`'s log shows it executing that try (the task instance's hostname is the machine's)."""
+    log = (deployment.home / "logs" / f"worker-{worker}.log").read_text(errors="replace")
+    return f"task_id={task_id}/attempt={try_number}.log" in log
+
+
+def _by_who_runs(
+    deployment: AirflowDeployment, task_id: str, try_number: int, workers: tuple[str, str], timeout: float = 60
+) -> tuple[str, str]:
+    """(the worker executing that try, the other one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for worker, other in (workers, workers[::-1]):
+            if _executed(deployment, worker, task_id, try_number):
+                return worker, other
+        time.sleep(0.2)
+    raise TimeoutError(f"no worker log shows {task_id} try {try_number}")
