@@ -109,10 +109,13 @@ def parse(database: DatabaseUrl | None = None) -> Path:
         database: the database the DAG's tasks use; default: the Airflow connection `spotify_postgres`. dbt
             parses without connecting, but its partial parse is only reused for the same connection values.
     """
-    from pipelines import orchestration  # Cosmos and Airflow: only here, never for a CLI build
+    from cosmos import settings  # Cosmos and Airflow: only here, never for a CLI build
+
+    from pipelines import orchestration
 
     database = database or _airflow_connection()
     destination = paths.ensure_writable(paths.dbt_dag_dir()) / "manifest.json"
+    paths.ensure_writable(Path(settings.cache_dir), CACHE_DIR_SETTING)  # Cosmos writes the profile there too
     profile = orchestration.profile_config()
     with _connection_in_env(database), profile.ensure_profile() as (profile_path, profile_env):
         scratch = Path(tempfile.mkdtemp(prefix=".parse-", dir=destination.parent))
