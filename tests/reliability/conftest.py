@@ -44,14 +44,20 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 
 @pytest.fixture(scope="session")
 def elt_dagbag(airflow_db):
-    """The project's DAG folder parsed by Airflow, rendered from a fresh dbt manifest."""
+    """The project's DAG folder parsed by Airflow, rendered from a fresh dbt manifest.
+
+    In the per-model design: these tests run it with dag.test(), one task at a time, where a watcher that
+    starts before the producer would wait forever (the watcher design runs on a real scheduler in
+    tests/deployment)."""
     from airflow.dag_processing.dagbag import DagBag
 
     from pipelines import paths, transform
 
     # `dbt parse` never connects, so a placeholder database is enough to render the profile.
     transform.parse(DatabaseUrl("parse", "unused", "127.0.0.1", 5432, "parse"))
-    dagbag = DagBag(dag_folder=str(paths.DAGS_DIR))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPOTIFY_ELT_DBT_EXECUTION", "local")
+        dagbag = DagBag(dag_folder=str(paths.DAGS_DIR))
     assert dagbag.import_errors == {}
     return dagbag
 
