@@ -150,7 +150,7 @@ def test_paging_ends_after_the_most_pages_a_run_reads_and_the_next_run_goes_on(
     assert_no_gap(second, database_url)
     record_all_loaded(
         "Spotify API",
-        f"`next` still leading on after {settings.MAX_PAGES} pages (one play a page; 2 runs)",
+        f"`next` still leading on after {settings.MAX_PAGES} pages (one play a page)",
         spotify_server,
         database_url,
         tried=1,
