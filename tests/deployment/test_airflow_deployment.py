@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from pipelines.settings import DAG_ID
-from tests.conftest import SPOTIFY_CLIENT_SECRET, query
+from tests.conftest import query
 from tests.deployment.airflow_deployment import AirflowDeployment
+from tests.test_cli import spotify_env
 
 pytestmark = pytest.mark.deployment
 
@@ -47,11 +48,7 @@ def deployment(
 ) -> Iterator[AirflowDeployment]:
     deployment = AirflowDeployment(home=tmp_path / "airflow", admin_db=postgres_admin, pipeline_db=database_url)
     deployment.settings = {
-        "SPOTIFY_CLIENT_ID": "test-client-id",
-        "SPOTIFY_CLIENT_SECRET": SPOTIFY_CLIENT_SECRET,
-        "SPOTIFY_REFRESH_TOKEN": spotify_server.current_refresh_token,
-        "SPOTIFY_API_URL": spotify_server.api_url,
-        "SPOTIFY_ACCOUNTS_URL": spotify_server.accounts_url,
+        **spotify_env(spotify_server),
         "SPOTIFY_ELT_HOME": str(tmp_path / "state"),
         # runs come from this test's trigger only: an hourly run of the scheduler's own would queue in front
         "SPOTIFY_ELT_SCHEDULE": "none",
