@@ -18,7 +18,7 @@ from airflow.sdk import dag, task
 from cosmos import DbtTaskGroup
 from cosmos.operators.local import DbtDocsLocalOperator
 
-from pipelines import airflow_docs, orchestration, settings
+from pipelines import airflow_docs, airflow_watchers, orchestration, settings
 
 
 @dag(
@@ -45,6 +45,9 @@ def spotify_elt() -> None:
         default_args=orchestration.DBT_DEFAULT_ARGS,
         operator_args=orchestration.DBT_OPERATOR_ARGS,
     )
+    if orchestration.watchers_in_triggerer():
+        # the per-model watchers of the one `dbt build` wait in the triggerer, not on a worker each
+        airflow_watchers.start_watchers_in_triggerer(transform)
 
     docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())
 

@@ -101,6 +101,17 @@ def execution_config() -> ExecutionConfig:
     )
 
 
+WATCHER_PLACES = {"triggerer": True, "worker": False}
+
+
+def watchers_in_triggerer() -> bool:
+    """Whether Cosmos' watcher tasks start and end in the triggerer (airflow_watchers.py), the default.
+
+    `SPOTIFY_ELT_DBT_WATCHERS=worker` keeps Cosmos' own behaviour (each watcher starts on a worker, defers, and
+    resumes on a worker): for a Cosmos release whose watchers airflow_watchers.py has not been checked against."""
+    return _choice("SPOTIFY_ELT_DBT_WATCHERS", WATCHER_PLACES, "triggerer")
+
+
 def render_config() -> RenderConfig:
     """Tests after each model; the source node rendered so its tests and freshness run too."""
     return RenderConfig(

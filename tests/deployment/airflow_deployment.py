@@ -81,6 +81,9 @@ class AirflowDeployment:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            # Working directories of its own, as docs/deploy.md advises: deployments on one host share nothing.
+            "SPOTIFY_ELT_HOME": str(self.home / "state"),
+            "AIRFLOW__COSMOS__CACHE_DIR": str(self.home / "cosmos"),
             **self.settings,
         }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ pytestmark = pytest.mark.deployment
 DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 LOAD_TASK = "load_recently_played"
 PLAYS = 40
+HOURLY_PLAYS = 6
 
 
 def documented_celery_settings() -> dict[str, str]:
@@ -80,7 +81,8 @@ def states(tis: list[dict[str, Any]]) -> dict[str, str]:
 def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, database_url, spotify_server):
     from pipelines.sample_server import demo_history
 
-    spotify_server.add_plays(demo_history(datetime.now(UTC), count=PLAYS))
+    # days back: the hour's plays below (sessions apart by up to half a day) all come after these
+    spotify_server.add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=PLAYS))
     start(deployment)
 
     run_id = deployment.trigger(DAG_ID)
@@ -94,6 +96,19 @@ def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, dat
     assert {"transform.plays.run", "transform.listening_sessions.run", "transform.dbt_producer_watcher"} <= set(
         states(tis)
     )
+
+    # an hourly run after it: incremental models, the same tasks, every play still once
+    spotify_server.add_plays(demo_history(datetime.now(UTC), count=HOURLY_PLAYS, seed=11))
+    run_id = deployment.trigger(DAG_ID)
+    state = deployment.wait_for_run(DAG_ID, run_id)
+    tis = deployment.task_instances(DAG_ID, run_id)
+
+    assert state == "success", states(tis)
+    assert {(ti["state"], ti["try_number"]) for ti in tis} == {("success", 1)}
+    assert_marts_hold_every_play_once(database_url, PLAYS + HOURLY_PLAYS)
+    # the watchers waited in the triggerer and ended there: none of them took a worker (airflow_watchers.py)
+    on_workers = {ti["task_id"] for ti in tis if ti["hostname"]}
+    assert on_workers == {"load_recently_played", "transform.dbt_producer_watcher", "publish_dbt_docs"}
 
 
 def test_celery_workers_finish_the_run_when_one_is_killed_mid_task(deployment, database_url, spotify_server, redis_url):
