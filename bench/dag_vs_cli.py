@@ -51,6 +51,8 @@ DESIGNS = {
         "SPOTIFY_ELT_DBT_WATCHERS": "worker",
         "DBT_THREADS": "4",
     },
+    # the producer's dbt as a subprocess: Cosmos parses its JSON log lines, instead of every dbtRunner event
+    "watcher-subprocess": {"SPOTIFY_ELT_DBT_INVOCATION": "subprocess"},
     # the defaults: watchers started and ended in the triggerer (pipelines/airflow_watchers.py), 4 dbt threads
     "chosen": {},
 }

@@ -24,7 +24,8 @@ DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data",
     "retries": 3,
     "retry_delay": timedelta(minutes=1),
-    "retry_exponential_backoff": True,
+    # the delay's multiplier per try (1, 2, 4, 8 min); Airflow 3 reads `True` as 1, a constant delay
+    "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=15),
     # Paging is bounded, so a load that runs this long is hung: fail it (and retry) well before the next hour.
     "execution_timeout": timedelta(minutes=15),
@@ -92,12 +93,15 @@ def _choice(env: str, choices: dict[str, Any], default: str) -> Any:
     return choices[value]
 
 
+INVOCATION_MODES = {"runner": InvocationMode.DBT_RUNNER, "subprocess": InvocationMode.SUBPROCESS}
+
+
 def execution_config() -> ExecutionConfig:
-    """dbt runs in-process (dbtRunner), with the dbt installed beside this Python."""
+    """dbt in-process (dbtRunner, the default) or as a subprocess, with the dbt installed beside this Python."""
     return ExecutionConfig(
         execution_mode=_choice("SPOTIFY_ELT_DBT_EXECUTION", EXECUTION_MODES, "watcher"),
         dbt_executable_path=dbt_executable(),
-        invocation_mode=InvocationMode.DBT_RUNNER,
+        invocation_mode=_choice("SPOTIFY_ELT_DBT_INVOCATION", INVOCATION_MODES, "runner"),
     )
 
 

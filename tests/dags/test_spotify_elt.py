@@ -43,6 +43,44 @@ def test_dag_runs_one_at_a_time_hourly_without_catchup_and_retries(dagbag):
     assert all(task.retries >= 1 for task in dag.tasks)
 
 
+def test_a_failing_load_retries_later_each_time(dagbag):
+    load = dagbag.dags[DAG_ID].get_task(LOAD_TASK)
+    # Airflow 3 reads the setting as the delay's multiplier per try: `True` would be 1, the same delay every time
+    delays = [load.retry_delay * load.retry_exponential_backoff**attempt for attempt in range(load.retries)]
+    assert delays == sorted(set(delays))
+    assert load.max_retry_delay >= delays[-1]
+
+
+def test_watchers_start_and_end_in_the_triggerer(dagbag):
+    from importlib import import_module
+
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+
+    watchers = [task for task in dagbag.dags[DAG_ID].tasks if isinstance(task, BaseConsumerSensor)]
+    assert {task.task_id for task in watchers} >= {"transform.plays.run", "transform.plays.test"}
+    for task in watchers:
+        assert task.start_from_trigger, task.task_id
+        args = task.start_trigger_args
+        assert args.next_method == "execute_complete"
+        assert args.trigger_kwargs["model_unique_id"] == task.model_unique_id
+        # the triggerer builds the trigger from its class path and these kwargs alone
+        module, name = args.trigger_cls.rsplit(".", 1)
+        trigger = getattr(import_module(module), name)(**args.trigger_kwargs)
+        assert trigger.serialize() == (args.trigger_cls, args.trigger_kwargs)
+    plays = dagbag.dags[DAG_ID].get_task("transform.plays.run")
+    assert plays.start_trigger_args.trigger_kwargs["model_unique_id"] == "model.spotify_history.plays"
+
+
+def test_watchers_can_keep_cosmos_own_behaviour(manifest, airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from cosmos.operators._watcher.base import BaseConsumerSensor
+
+    monkeypatch.setenv("SPOTIFY_ELT_DBT_WATCHERS", "worker")
+    dag = DagBag(dag_folder=str(paths.DAGS_DIR)).dags[DAG_ID]
+    watchers = [task for task in dag.tasks if isinstance(task, BaseConsumerSensor)]
+    assert watchers and not any(task.start_from_trigger for task in watchers)
+
+
 def test_load_runs_before_every_dbt_task(dagbag):
     dag = dagbag.dags[DAG_ID]
     dbt_tasks = [task for task in dag.tasks if task.task_id not in (LOAD_TASK, DOCS_TASK)]
