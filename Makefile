@@ -60,4 +60,4 @@ db-stop: setup  ## stop the embedded PostgreSQL
 	$(BIN)/python -m pipelines db stop
 
 clean:  ## remove local state (keeps .dlt/secrets.toml)
-	rm -rf .airflow dbt_project/target dbt_project/logs
+	rm -rf .airflow dbt_project/target dbt_project/logs .data/dbt

@@ -23,7 +23,6 @@ import pytest
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database
-from pipelines.load import default_pipelines_dir
 from pipelines.sample_server import SampleSpotifyServer, demo_history
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 from tests.conftest import AIRFLOW_HOME, query
@@ -171,7 +170,8 @@ def test_cli_runs_leak_no_secret_even_when_verbose(canaries, postgres_admin, tmp
         "loader password": f"canary-loader-{uuid.uuid4().hex}",
         "analyst password": f"canary-an-{uuid.uuid4().hex}",
     }
-    env = cli_env(tmp_path, DATABASE_URL=str(canaries.database), **canaries.spotify_env())
+    state = tmp_path / "state"  # the CLI's dbt target and logs and dlt's working dir: all searched below
+    env = cli_env(tmp_path, DATABASE_URL=str(canaries.database), SPOTIFY_ELT_HOME=str(state), **canaries.spotify_env())
     try:
         run = run_cli(env, "--verbose", "run")
         roles = run_cli(
@@ -190,9 +190,7 @@ def test_cli_runs_leak_no_secret_even_when_verbose(canaries, postgres_admin, tmp
         )
         failed = run_cli({**env, "SPOTIFY_CLIENT_SECRET": "canary-wrong-secret-4f1d"}, "--verbose", "load")
     finally:
-        pipelines_dir = default_pipelines_dir(canaries.database)
-        dlt_files = readable_files(pipelines_dir) if pipelines_dir.exists() else {}
-        shutil.rmtree(pipelines_dir, ignore_errors=True)
+        dlt_files = readable_files(state / "dlt") if (state / "dlt").exists() else {}
         drop_database(postgres_admin, canaries.dbname)
         drop_roles(postgres_admin, loader, analyst)
 
@@ -201,6 +199,7 @@ def test_cli_runs_leak_no_secret_even_when_verbose(canaries, postgres_admin, tmp
     assert failed.returncode == 1 and "invalid_client" in failed.stderr
     assert "DEBUG" in run.stderr  # verbose really was verbose
     assert any(path.endswith("/trace.pickle") for path in dlt_files), "dlt's working dir was not searched"
+    assert (state / "dbt" / "logs" / "dbt.log").exists(), "the CLI's dbt log is not where this test searches"
     values = {**canaries.all_values(), **role_passwords, "wrong client secret": "canary-wrong-secret-4f1d"}
     places = {
         **{
