@@ -1,8 +1,10 @@
 """The accounts side of the sample server: `/authorize`, `/api/token` and access-token checks.
 
-It follows Spotify's Authorization Code flow (with optional PKCE): client authentication by
-HTTP Basic, single-use codes bound to their redirect URI, refresh tokens that can be rotated or
-revoked, and access tokens that expire. Error bodies use Spotify's shapes and messages.
+It follows Spotify's Authorization Code flow (with optional PKCE) for one app and any number of
+listeners who authorised it: client authentication by HTTP Basic, single-use codes bound to their
+redirect URI and to the listener signed in, refresh tokens that each belong to one listener and can
+be rotated, revoked or expire 6 months after the listener authorised, and access tokens that expire
+and act for the listener they were issued to. Error bodies use Spotify's shapes and messages.
 """
 
 from __future__ import annotations
@@ -15,13 +17,29 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from pipelines.sample_server.clock import Clock, add_months, require_aware, system_clock
 from pipelines.spotify.settings import SCOPE
 
 ACCESS_TOKEN_SECONDS = 3600
 CODE_SECONDS = 600
+# Refresh tokens expire this many months after the user authorised; refreshing does not extend them.
+REFRESH_TOKEN_MONTHS = 6
+
+# What a successful refresh says about the refresh token, unless a rotation is pending (which always returns one).
+# Since about mid-2026 Spotify's refresh responses often carry none, so that is the default.
+REFRESH_OMITS = "omit"  # no `refresh_token` in the response: the client keeps the one it has
+REFRESH_REPEATS = "same"  # the response carries the refresh token just used
+REFRESH_ROTATES = "new"  # every refresh returns a new refresh token and the old one stops working
+REFRESH_MODES = (REFRESH_OMITS, REFRESH_REPEATS, REFRESH_ROTATES)
+
+# error_description values of invalid_grant; clients should act on `error` alone.
+UNKNOWN_GRANT = "Invalid refresh token"  # unknown, or replaced by a rotation or a new authorisation
+REVOKED_GRANT = "Refresh token revoked"  # what Spotify says when the user removed the app's access
+EXPIRED_GRANT = "Refresh token expired"  # Spotify's wording for expiry is not documented
 
 
 class OAuthError(Exception):
@@ -55,7 +73,25 @@ class AuthorizeResult:
 
 
 @dataclass
+class _Grant:
+    """What one listener granted the app: their refresh token, since when, and the scripted changes to it."""
+
+    user_id: str
+    refresh_token: str
+    authorised_at: datetime
+    refresh_returns: str
+    scope: str = SCOPE
+    pending_refresh_token: str | None = None
+    revoked: bool = False
+
+    @property
+    def expires_at(self) -> datetime:
+        return add_months(self.authorised_at, REFRESH_TOKEN_MONTHS)
+
+
+@dataclass
 class _Code:
+    user_id: str
     redirect_uri: str
     scope: str
     code_challenge: str | None
@@ -64,6 +100,7 @@ class _Code:
 
 @dataclass
 class _AccessToken:
+    user_id: str
     scopes: frozenset[str]
     expires_at: float
     expired: bool = False
@@ -73,6 +110,13 @@ def s256(code_verifier: str) -> str:
     """The PKCE S256 code challenge of a verifier: unpadded base64url of its SHA-256."""
     digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def check_refresh_mode(mode: str) -> str:
+    """`mode` itself if it is one of REFRESH_MODES, else a ValueError."""
+    if mode not in REFRESH_MODES:
+        raise ValueError(f"refresh_returns must be one of {', '.join(map(repr, REFRESH_MODES))}, got {mode!r}")
+    return mode
 
 
 def _same(left: str | None, right: str) -> bool:
@@ -85,58 +129,176 @@ def _with_query(uri: str, params: dict[str, str]) -> str:
 
 
 class Accounts:
-    """Client credentials, codes, refresh and access tokens of one app and one user; thread-safe."""
+    """Client credentials, codes, and each listener's refresh and access tokens, for one app; thread-safe.
 
-    def __init__(self, *, client_id: str, client_secret: str, refresh_token: str) -> None:
+    Listeners are known by their user id. The first listener added is the one signed in to the
+    browser that `/authorize` sees, until `sign_in` names another.
+    """
+
+    def __init__(self, *, client_id: str, client_secret: str, clock: Clock = system_clock) -> None:
         self._lock = threading.Lock()
         self.client_id = client_id
         self._client_secret = client_secret
-        self._refresh_token = refresh_token
-        self._pending_refresh_token: str | None = None
-        self._revoked = False
-        self._refresh_scope = SCOPE
+        self._clock = clock
+        self._grants: dict[str, _Grant] = {}
+        # Every refresh token ever issued, to the listener it was issued to: a dead token still says whose it was.
+        self._owners: dict[str, str] = {}
+        self._signed_in: str | None = None
         self._codes: dict[str, _Code] = {}
         self._access_tokens: dict[str, _AccessToken] = {}
 
+    # --- time ---------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The accounts service's "now", which decides when refresh tokens expire."""
+        return require_aware(self._clock(), "the clock's time")
+
+    def set_clock(self, clock: Clock) -> None:
+        with self._lock:
+            self._clock = clock
+
+    # --- listeners ----------------------------------------------------------------------------
+
+    def add_grant(
+        self,
+        user_id: str,
+        refresh_token: str,
+        *,
+        authorised_at: datetime | None = None,
+        refresh_returns: str = REFRESH_OMITS,
+    ) -> None:
+        """A listener who authorised the app at `authorised_at` (default: now) and holds `refresh_token`."""
+        check_refresh_mode(refresh_returns)
+        when = self.now() if authorised_at is None else require_aware(authorised_at, "authorised_at")
+        if not refresh_token:
+            raise ValueError("a refresh token must not be empty")
+        with self._lock:
+            if user_id in self._grants:
+                raise ValueError(f"there is a listener {user_id!r} already")
+            self._claim(refresh_token, user_id)
+            self._grants[user_id] = _Grant(user_id, refresh_token, when, refresh_returns)
+            if self._signed_in is None:
+                self._signed_in = user_id
+
+    def _grant(self, user_id: str) -> _Grant:
+        grant = self._grants.get(user_id)
+        if grant is None:
+            raise KeyError(f"no listener {user_id!r} on this server")
+        return grant
+
+    def _claim(self, refresh_token: str, user_id: str) -> None:
+        owner = self._owners.get(refresh_token)
+        if owner is not None and owner != user_id:
+            raise ValueError(f"that refresh token belongs to listener {owner!r}")
+        self._owners[refresh_token] = user_id
+
+    def _new_refresh_token(self, user_id: str) -> str:
+        token = secrets.token_urlsafe(48)
+        self._claim(token, user_id)
+        return token
+
+    def sign_in(self, user_id: str) -> None:
+        with self._lock:
+            self._grant(user_id)
+            self._signed_in = user_id
+
+    @property
+    def signed_in(self) -> str | None:
+        with self._lock:
+            return self._signed_in
+
     # --- scripted changes -------------------------------------------------------------------
 
-    @property
-    def current_refresh_token(self) -> str:
+    def current_refresh_token(self, user_id: str) -> str:
         with self._lock:
-            return self._refresh_token
+            return self._grant(user_id).refresh_token
 
-    @property
-    def issued_access_tokens(self) -> list[str]:
+    def authorised_at(self, user_id: str) -> datetime:
         with self._lock:
-            return list(self._access_tokens)
+            return self._grant(user_id).authorised_at
 
-    def expire_access_tokens(self) -> None:
+    def expires_at(self, user_id: str) -> datetime:
         with self._lock:
-            for token in self._access_tokens.values():
-                token.expired = True
+            return self._grant(user_id).expires_at
 
-    def rotate_refresh_token(self, new_token: str) -> None:
+    def refresh_returns(self, user_id: str) -> str:
         with self._lock:
-            self._pending_refresh_token = new_token
+            return self._grant(user_id).refresh_returns
 
-    def revoke_refresh_token(self) -> None:
+    def set_refresh_returns(self, user_id: str, mode: str) -> None:
+        check_refresh_mode(mode)
         with self._lock:
-            self._revoked = True
-            self._pending_refresh_token = None
+            self._grant(user_id).refresh_returns = mode
 
-    def grant_refresh_token_scope(self, scope: str) -> None:
+    def issued_access_tokens(self, user_id: str | None = None) -> list[str]:
         with self._lock:
-            self._refresh_scope = scope
+            return [token for token, record in self._access_tokens.items() if user_id in (None, record.user_id)]
 
-    def issue_access_token(self, scope: str = SCOPE) -> str:
+    def expire_access_tokens(self, user_id: str | None = None) -> None:
+        with self._lock:
+            for record in self._access_tokens.values():
+                if user_id in (None, record.user_id):
+                    record.expired = True
+
+    def rotate_refresh_token(self, user_id: str, new_token: str) -> None:
+        if not new_token:
+            raise ValueError("a refresh token must not be empty")
+        with self._lock:
+            grant = self._grant(user_id)
+            self._claim(new_token, user_id)
+            grant.pending_refresh_token = new_token
+
+    def revoke_refresh_token(self, user_id: str) -> None:
+        with self._lock:
+            grant = self._grant(user_id)
+            grant.revoked = True
+            grant.pending_refresh_token = None
+
+    def reauthorize(self, user_id: str, refresh_token: str | None = None, authorised_at: datetime | None = None) -> str:
+        """The listener authorises the app again: a new refresh token, counted from `authorised_at` (default now)."""
+        when = self.now() if authorised_at is None else require_aware(authorised_at, "authorised_at")
+        with self._lock:
+            grant = self._grant(user_id)
+            if refresh_token:
+                self._claim(refresh_token, user_id)
+            token = refresh_token or self._new_refresh_token(user_id)
+            grant.refresh_token, grant.authorised_at = token, when
+            grant.revoked, grant.pending_refresh_token = False, None
+            return token
+
+    def grant_refresh_token_scope(self, user_id: str, scope: str) -> None:
+        with self._lock:
+            self._grant(user_id).scope = scope
+
+    def issue_access_token(self, user_id: str, scope: str = SCOPE) -> str:
         """A valid access token without going through the token endpoint."""
         with self._lock:
-            return self._issue(scope)
+            self._grant(user_id)
+            return self._issue(user_id, scope)
+
+    # --- whose request is it ------------------------------------------------------------------
+
+    def owner_of_token_request(self, form: dict[str, str]) -> str | None:
+        """The listener a token request acts for, by its refresh token or code (valid or not), if known."""
+        with self._lock:
+            if "refresh_token" in form:
+                return self._owners.get(form["refresh_token"])
+            code = self._codes.get(form.get("code", ""))
+            return code.user_id if code is not None else None
+
+    def owner_of_bearer(self, authorization: str | None) -> str | None:
+        """The listener an access token in an Authorization header was issued to, if it is one of ours."""
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        with self._lock:
+            record = self._access_tokens.get(token.strip())
+            return record.user_id if record is not None else None
 
     # --- /authorize ---------------------------------------------------------------------------
 
     def authorize(self, query: dict[str, str]) -> AuthorizeResult:
-        """The user pressing "Agree": a code for the client, or why Spotify refused outright."""
+        """The signed-in user pressing "Agree": a code for the client, or why Spotify refused outright."""
         if not _same(query.get("client_id"), self.client_id):
             return AuthorizeResult(error_page="INVALID_CLIENT: Invalid client")
         redirect_uri = query.get("redirect_uri", "")
@@ -156,7 +318,10 @@ class Accounts:
             return AuthorizeResult(location=_with_query(redirect_uri, {**error, **back}))
         code = secrets.token_urlsafe(48)
         with self._lock:
+            if self._signed_in is None:
+                return AuthorizeResult(error_page="No user is signed in")
             self._codes[code] = _Code(
+                user_id=self._signed_in,
                 redirect_uri=redirect_uri,
                 scope=" ".join(query.get("scope", "").split()),
                 code_challenge=challenge,
@@ -207,18 +372,30 @@ class Accounts:
         presented = form.get("refresh_token")
         if not presented:
             raise OAuthError("invalid_request", "refresh_token must be supplied")
+        now = self.now()
         with self._lock:
-            if self._revoked or not _same(presented, self._refresh_token):
-                raise OAuthError("invalid_grant", "Invalid refresh token")
-            response = self._token_response(self._refresh_scope)
-            if self._pending_refresh_token is not None:
-                self._refresh_token = self._pending_refresh_token
-                self._pending_refresh_token = None
-                response["refresh_token"] = self._refresh_token
-            response["scope"] = self._refresh_scope
+            owner = self._owners.get(presented)
+            grant = self._grants.get(owner) if owner is not None else None
+            if grant is None or not _same(presented, grant.refresh_token):
+                raise OAuthError("invalid_grant", UNKNOWN_GRANT)
+            if grant.revoked:
+                raise OAuthError("invalid_grant", REVOKED_GRANT)
+            if now >= grant.expires_at:
+                raise OAuthError("invalid_grant", EXPIRED_GRANT)
+            response = self._token_response(grant.user_id, grant.scope)
+            new_token, grant.pending_refresh_token = grant.pending_refresh_token, None
+            if new_token is None and grant.refresh_returns == REFRESH_ROTATES:
+                new_token = self._new_refresh_token(grant.user_id)
+            if new_token is not None:
+                # A rotation keeps the authorisation time: refreshing never extends the 6 months.
+                grant.refresh_token = new_token
+            if new_token is not None or grant.refresh_returns == REFRESH_REPEATS:
+                response["refresh_token"] = grant.refresh_token
+            response["scope"] = grant.scope
             return response
 
     def _exchange_code(self, form: dict[str, str], confidential: bool) -> dict[str, Any]:
+        now = self.now()
         with self._lock:
             # Codes are single-use: the first attempt consumes one whether or not it succeeds.
             code = self._codes.pop(form.get("code", ""), None)
@@ -232,34 +409,37 @@ class Accounts:
                     raise OAuthError("invalid_grant", "code_verifier was incorrect")
             elif verifier is None or not _same(s256(verifier), code.code_challenge):
                 raise OAuthError("invalid_grant", "code_verifier was incorrect")
-            if self._revoked:
-                # Authorizing again after a revocation grants a fresh refresh token.
-                self._refresh_token = secrets.token_urlsafe(48)
-                self._revoked = False
-                self._pending_refresh_token = None
-            response = self._token_response(code.scope)
-            response["refresh_token"] = self._refresh_token
+            grant = self._grant(code.user_id)
+            if grant.revoked or now >= grant.expires_at:
+                # Authorizing again after a revocation or expiry grants a fresh refresh token.
+                grant.refresh_token = self._new_refresh_token(grant.user_id)
+                grant.revoked = False
+                grant.pending_refresh_token = None
+            # The listener has just authorised: the 6 months start again.
+            grant.authorised_at = now
+            response = self._token_response(grant.user_id, code.scope)
+            response["refresh_token"] = grant.refresh_token
             response["scope"] = code.scope
             return response
 
-    def _token_response(self, scope: str) -> dict[str, Any]:
+    def _token_response(self, user_id: str, scope: str) -> dict[str, Any]:
         return {
-            "access_token": self._issue(scope),
+            "access_token": self._issue(user_id, scope),
             "token_type": "Bearer",
             "expires_in": ACCESS_TOKEN_SECONDS,
         }
 
-    def _issue(self, scope: str) -> str:
+    def _issue(self, user_id: str, scope: str) -> str:
         token = secrets.token_urlsafe(64)
         self._access_tokens[token] = _AccessToken(
-            scopes=frozenset(scope.split()), expires_at=time.monotonic() + ACCESS_TOKEN_SECONDS
+            user_id=user_id, scopes=frozenset(scope.split()), expires_at=time.monotonic() + ACCESS_TOKEN_SECONDS
         )
         return token
 
     # --- Web API ------------------------------------------------------------------------------
 
-    def check_bearer(self, authorization: str | None, required_scope: str | None = None) -> None:
-        """Raise ApiAuthError unless the header carries a live access token (with the scope, if any)."""
+    def check_bearer(self, authorization: str | None, required_scope: str | None = None) -> str:
+        """The user id the header's live access token acts for (with the scope, if any); else ApiAuthError."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -272,3 +452,4 @@ class Accounts:
                 raise ApiAuthError(401, "The access token expired")
             if required_scope is not None and required_scope not in record.scopes:
                 raise ApiAuthError(403, "Insufficient client scope")
+            return record.user_id

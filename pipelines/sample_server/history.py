@@ -8,16 +8,21 @@ client stepping forward page by page never skips one.
 from __future__ import annotations
 
 import bisect
-import copy
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from pipelines.spotify.settings import PAGE_LIMIT, VISIBLE_WINDOW
 
 DEFAULT_LIMIT = 20
+# msgspec: the same JSON as the json module for API objects, several times faster (1M plays for a benchmark).
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -80,61 +85,102 @@ def parse_page_query(query: dict[str, str]) -> PageRequest:
 
 
 class PlayHistory:
-    """Every play ever added, kept sorted; thread-safe."""
+    """Every play of one listener ever added, kept sorted; thread-safe.
+
+    Plays are stored as JSON (UTF-8 bytes), so what a caller does to its dicts afterwards changes nothing
+    here and reads hand out fresh objects. The JSON of a track or context is shared between plays: a
+    listener with 10,000 plays of a few hundred tracks keeps a few hundred copies, not 10,000.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # Sorted oldest first by (unix ms, insertion order); ties keep the later-added play as newer.
-        self._keys: list[tuple[int, int]] = []
-        self._items: list[dict[str, Any]] = []
+        # Sorted oldest first: (unix ms, insertion order, track JSON, context JSON). Ties keep the later-added
+        # play as newer; the insertion order is unique, so sorting never compares the JSON.
+        self._entries: list[tuple[int, int, bytes, bytes]] = []
         self._added = 0
+        self._shared: dict[bytes, bytes] = {}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
 
     def add(self, track: dict[str, Any], played_at: datetime, context: dict[str, Any] | None) -> dict[str, Any]:
         """Store a play and return it as the API item (a copy the caller may modify)."""
-        unix_ms = to_unix_ms(played_at)
-        item = {
-            "track": copy.deepcopy(track),
-            "played_at": format_played_at(unix_ms),
-            "context": copy.deepcopy(context),
-        }
+        return _item(self._store([(track, played_at, context)])[0])
+
+    def add_many(self, plays: Iterable[tuple[dict[str, Any], datetime, dict[str, Any] | None]]) -> int:
+        """Store plays (all of them or, if one is invalid, none); returns how many."""
+        return len(self._store(plays))
+
+    def _store(
+        self, plays: Iterable[tuple[dict[str, Any], datetime, dict[str, Any] | None]]
+    ) -> list[tuple[int, int, bytes, bytes]]:
+        # The same dict object is serialised once per call; holding it in `seen` keeps its id() from being reused.
+        seen: dict[int, tuple[object, bytes]] = {}
+
+        def encoded(value: dict[str, Any] | None) -> bytes:
+            cached = seen.get(id(value))
+            if cached is None:
+                text = _ENCODER.encode(value)
+                cached = seen[id(value)] = (value, self._shared.setdefault(text, text))
+            return cached[1]
+
+        staged = [(to_unix_ms(played_at), encoded(track), encoded(context)) for track, played_at, context in plays]
         with self._lock:
-            key = (unix_ms, self._added)
-            self._added += 1
-            index = bisect.bisect(self._keys, key)
-            self._keys.insert(index, key)
-            self._items.insert(index, item)
-        return copy.deepcopy(item)
+            first = self._added
+            self._added += len(staged)
+            entries = [(ms, first + n, track, context) for n, (ms, track, context) in enumerate(staged)]
+            fresh = sorted(entries)
+            if len(fresh) == 1:
+                bisect.insort(self._entries, fresh[0])
+            elif fresh and self._entries and fresh[0] < self._entries[-1]:
+                # Both runs are sorted already: Timsort merges them in one pass.
+                self._entries = sorted(self._entries + fresh)
+            else:
+                self._entries.extend(fresh)
+        return entries
 
     def all_newest_first(self) -> list[dict[str, Any]]:
         """Every stored play, including those that fell out of the visible window."""
         with self._lock:
-            return copy.deepcopy(self._items[::-1])
+            entries = self._entries[::-1]
+        return [_item(entry) for entry in entries]
 
     def page(self, request: PageRequest) -> Page:
-        """The page Spotify would return for `request`."""
+        """The page Spotify would return for `request`; reads only the visible window, whatever is stored."""
         with self._lock:
-            visible = list(zip(self._keys[-VISIBLE_WINDOW:], self._items[-VISIBLE_WINDOW:], strict=True))
+            visible = self._entries[-VISIBLE_WINDOW:]
         # `visible` is oldest first here; cursors compare on milliseconds only, like Spotify's.
         if request.after is not None:
-            newer = [entry for entry in visible if entry[0][0] > request.after]
+            newer = [entry for entry in visible if entry[0] > request.after]
             chosen = newer[: request.limit]
             direction = "after"
         else:
-            older = visible if request.before is None else [e for e in visible if e[0][0] < request.before]
+            older = visible if request.before is None else [e for e in visible if e[0] < request.before]
             chosen = older[-request.limit :]
             direction = "before"
         if not chosen:
             return Page(items=[], newest_ms=None, oldest_ms=None, next_cursor=None)
-        oldest_ms, newest_ms = chosen[0][0][0], chosen[-1][0][0]
+        oldest_ms, newest_ms = chosen[0][0], chosen[-1][0]
         if direction == "after":
-            remaining = any(entry[0][0] > newest_ms for entry in visible)
+            remaining = any(entry[0] > newest_ms for entry in visible)
             next_cursor = ("after", newest_ms) if remaining else None
         else:
-            remaining = any(entry[0][0] < oldest_ms for entry in visible)
+            remaining = any(entry[0] < oldest_ms for entry in visible)
             next_cursor = ("before", oldest_ms) if remaining else None
         return Page(
-            items=copy.deepcopy([item for _, item in reversed(chosen)]),
+            items=[_item(entry) for entry in reversed(chosen)],
             newest_ms=newest_ms,
             oldest_ms=oldest_ms,
             next_cursor=next_cursor,
         )
+
+
+def _item(entry: tuple[int, int, bytes, bytes]) -> dict[str, Any]:
+    """The API item of a stored play, as new objects."""
+    unix_ms, _, track, context = entry
+    return {
+        "track": _DECODER.decode(track),
+        "played_at": format_played_at(unix_ms),
+        "context": _DECODER.decode(context),
+    }

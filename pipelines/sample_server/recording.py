@@ -61,7 +61,8 @@ def api_error(status: int, message: str) -> Response:
 class RecordedRequest:
     """One request as the server received it (query and form values: first occurrence of each name).
 
-    `received_at` is `time.monotonic()` on arrival, for asserting waits between requests.
+    `received_at` is `time.monotonic()` on arrival, for asserting waits between requests. `user` is the
+    listener the request acts for, as far as its credentials tell (None when they name nobody known).
     """
 
     method: str
@@ -70,6 +71,7 @@ class RecordedRequest:
     headers: dict[str, str]
     form: dict[str, str]
     received_at: float = field(default_factory=time.monotonic)
+    user: str | None = None
 
     def header(self, name: str) -> str | None:
         """A header value looked up case-insensitively, as HTTP intends."""
@@ -83,7 +85,7 @@ class RecordedRequest:
         query = {k: ("<redacted>" if k in _SECRET_FIELDS else v) for k, v in self.query.items()}
         return (
             f"RecordedRequest(method={self.method!r}, path={self.path!r}, query={query!r}, "
-            f"headers={headers!r}, form={form!r}, received_at={self.received_at!r})"
+            f"headers={headers!r}, form={form!r}, received_at={self.received_at!r}, user={self.user!r})"
         )
 
 
@@ -92,6 +94,10 @@ class _Fault:
     path: str
     response: Response
     remaining: int
+    user: str | None = None  # None: whoever the request is for
+
+    def matches(self, path: str, user: str | None) -> bool:
+        return path.startswith(self.path) and (self.user is None or self.user == user)
 
 
 def _default_fault_response(path: str, status: int, body: str | bytes | dict | None) -> Response:
@@ -113,7 +119,10 @@ def _default_fault_response(path: str, status: int, body: str | bytes | dict | N
 
 
 class FaultQueue:
-    """Scripted responses, each used for the next `times` requests whose path starts with its prefix."""
+    """Scripted responses, each used for the next `times` requests whose path starts with its prefix.
+
+    A fault given a `user` applies only to requests acting for that listener.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -128,6 +137,7 @@ class FaultQueue:
         times: int,
         delay: float = 0.0,
         action: str = SEND,
+        user: str | None = None,
     ) -> None:
         if times < 1:
             raise ValueError("times must be at least 1")
@@ -139,13 +149,13 @@ class FaultQueue:
         response.headers = {k: v for k, v in response.headers.items() if k.lower() not in overridden} | extra
         response.delay, response.action = delay, action
         with self._lock:
-            self._faults.append(_Fault(path, response, times))
+            self._faults.append(_Fault(path, response, times, user))
 
-    def take(self, path: str) -> Response | None:
-        """The response of the oldest fault matching `path` (using it up once), if any."""
+    def take(self, path: str, user: str | None = None) -> Response | None:
+        """The response of the oldest fault matching `path` and the request's `user` (using it up once), if any."""
         with self._lock:
             for fault in self._faults:
-                if path.startswith(fault.path):
+                if fault.matches(path, user):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._faults.remove(fault)
@@ -161,35 +171,39 @@ class _NextFault:
     kind: str
     remaining: int
     previous: str | None = None  # the page served before, under this fault
+    user: str | None = None  # None: whoever the page is for
 
 
 class NextLinkFaults:
-    """Scripted `next` links, each used for the next `times` recently-played pages the server answers itself."""
+    """Scripted `next` links, each used for the next `times` recently-played pages the server answers itself.
+
+    A fault given a `user` applies only to that listener's pages.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[_NextFault] = []
 
-    def add(self, kind: str, times: int) -> None:
+    def add(self, kind: str, times: int, user: str | None = None) -> None:
         if kind not in (NEXT_REPEATS, NEXT_ON_EMPTY, NEXT_LOOPS):
             raise ValueError(f"kind must be {NEXT_REPEATS!r}, {NEXT_ON_EMPTY!r} or {NEXT_LOOPS!r}, got {kind!r}")
         if times < 1:
             raise ValueError("times must be at least 1")
         with self._lock:
-            self._faults.append(_NextFault(kind, times))
+            self._faults.append(_NextFault(kind, times, user=user))
 
-    def link(self, requested: str, proper: str | None, further: str) -> str | None:
+    def link(self, requested: str, proper: str | None, further: str, user: str | None = None) -> str | None:
         """The `next` for the page at URL `requested`: `proper` (what Spotify's rules give), or the oldest fault's.
 
         `further` is a link past the page, for a fault that links on where paging would end.
         """
         with self._lock:
-            if not self._faults:
+            fault = next((fault for fault in self._faults if fault.user in (None, user)), None)
+            if fault is None:
                 return proper
-            fault = self._faults[0]
             fault.remaining -= 1
             if fault.remaining == 0:
-                self._faults.pop(0)
+                self._faults.remove(fault)
             if fault.kind == NEXT_REPEATS:
                 return requested
             if fault.kind == NEXT_ON_EMPTY:

@@ -2,14 +2,17 @@
 
 It serves the accounts endpoints (`/authorize`, `/api/token`) and the Web API endpoints the
 pipeline uses (`/v1/me`, `/v1/me/player/recently-played`) with Spotify's documented semantics,
-records every request, and can be scripted to fail (rate limits, outages, malformed bodies,
-expired or rotated tokens, a scope not granted, `next` links that never end). Standard library
-only; it runs in a daemon thread.
+for one app and any number of listeners (each refresh token acts for its own listener, with their
+own history). It records every request, and can be scripted to fail, for everyone or for one
+listener (rate limits and quota, outages, malformed bodies, expired, rotated, revoked or aged-out
+tokens, a scope not granted, `next` links that never end). Standard library only; it runs in a
+daemon thread.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import struct
 import threading
@@ -22,8 +25,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from pipelines.sample_server.accounts import Accounts, ApiAuthError, OAuthError
-from pipelines.sample_server.history import InvalidQuery, PlayHistory, parse_page_query
+from pipelines.sample_server.accounts import REFRESH_OMITS, Accounts, ApiAuthError, OAuthError, check_refresh_mode
+from pipelines.sample_server.clock import Clock, system_clock
+from pipelines.sample_server.history import InvalidQuery, parse_page_query
+from pipelines.sample_server.listeners import Listener, default_account_id, default_display_name
 from pipelines.sample_server.recording import (
     RESET,
     SEND,
@@ -45,6 +50,11 @@ ME_PATH = "/v1/me"
 
 # A held request gives up waiting after this long, so a forgotten hold cannot hang a test run.
 HOLD_LIMIT_SECONDS = 120.0
+# The Web API's message on a 429, as clients have seen it; a quota 429 adds a `reason`.
+RATE_LIMIT_MESSAGE = "API rate limit exceeded"
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+
+UserRef = str | Listener | None
 
 
 def _first_values(raw: str) -> dict[str, str]:
@@ -55,11 +65,13 @@ class RequestHold:
     """Requests whose path starts with `path` wait before being answered, until `release()`.
 
     Lets a test act at a known moment of a client's run: while the response is "in flight" (kill the
-    client, stop its database, expire its token), then let the server answer normally.
+    client, stop its database, expire its token), then let the server answer normally. With a `user`,
+    only requests acting for that listener are held.
     """
 
-    def __init__(self, path: str, skip: int = 0) -> None:
+    def __init__(self, path: str, skip: int = 0, user: str | None = None) -> None:
         self.path = path
+        self.user = user
         self.arrived = threading.Event()
         self._released = threading.Event()
         self._skip = skip
@@ -87,10 +99,20 @@ class RequestHold:
 
 
 class SampleSpotifyServer:
-    """Spotify's accounts service and Web API for one app and one user, served on loopback.
+    """Spotify's accounts service and Web API for one app and its listeners, served on loopback.
 
     Use as a context manager, or call start() and stop(). Point the pipeline at `api_url`
     (SPOTIFY_API_URL) and `accounts_url` (SPOTIFY_ACCOUNTS_URL).
+
+    The constructor makes the default listener (`user_id`, `refresh_token`); `add_listener` adds more
+    to the same app. Methods about plays and tokens act on the default listener unless given `user=`
+    (a user id or a Listener); faults and holds apply to every request unless given `user=`.
+
+    `authorised_at` is when the default listener authorised the app (default: now by `clock`); refresh
+    tokens expire 6 months after it. `refresh_returns` says what a refresh answers about the refresh
+    token (REFRESH_OMITS, the default, as Spotify's responses often do since mid-2026; REFRESH_REPEATS;
+    REFRESH_ROTATES), for the default listener and for listeners added without saying. `clock` is the
+    accounts service's "now" for expiry (default: the real time), e.g. a ManualClock.
     """
 
     def __init__(
@@ -102,12 +124,17 @@ class SampleSpotifyServer:
         user_id: str = "demo-user",
         host: str = "127.0.0.1",
         port: int = 0,
+        account_id: str | None = None,
+        authorised_at: datetime | None = None,
+        refresh_returns: str = REFRESH_OMITS,
+        clock: Clock | None = None,
     ) -> None:
         self.user_id = user_id
         self._host = host
         self._port = port
-        self._accounts = Accounts(client_id=client_id, client_secret=client_secret, refresh_token=refresh_token)
-        self._history = PlayHistory()
+        self._refresh_returns = check_refresh_mode(refresh_returns)
+        self._accounts = Accounts(client_id=client_id, client_secret=client_secret, clock=clock or system_clock)
+        self._listeners: dict[str, Listener] = {}
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._faults = FaultQueue()
@@ -116,6 +143,9 @@ class SampleSpotifyServer:
         self._page_size_cap: int | None = None
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._default = self.add_listener(
+            user_id, refresh_token=refresh_token, account_id=account_id, authorised_at=authorised_at
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -171,19 +201,86 @@ class SampleSpotifyServer:
 
     # --- plays --------------------------------------------------------------------------------
 
-    def add_play(self, track: dict[str, Any], played_at: datetime, context: dict[str, Any] | None = None) -> dict:
-        """Record a play (timezone-aware `played_at`, kept to the millisecond); returns the API item."""
-        return self._history.add(track, played_at, context)
+    # --- listeners ----------------------------------------------------------------------------
 
-    def add_plays(self, items: Iterable[tuple[dict[str, Any], datetime, dict[str, Any] | None]]) -> None:
-        """Record many plays, e.g. `catalog.demo_history(now)`."""
-        for track, played_at, context in items:
-            self._history.add(track, played_at, context)
+    def add_listener(
+        self,
+        user_id: str,
+        *,
+        refresh_token: str | None = None,
+        account_id: str | None = None,
+        display_name: str | None = None,
+        authorised_at: datetime | None = None,
+        refresh_returns: str | None = None,
+    ) -> Listener:
+        """A listener who authorised this app: their own refresh token (default: a random one), history and ids.
+
+        `account_id` (GET /v1/me) defaults to a stable id derived from `user_id`. `authorised_at` (default:
+        now by the server's clock) starts the refresh token's 6 months. `refresh_returns` defaults to the
+        server's. Raises ValueError for a user id or refresh token that another listener has.
+        """
+        listener = Listener(
+            self,
+            user_id,
+            account_id=account_id or default_account_id(user_id),
+            display_name=display_name or default_display_name(user_id),
+        )
+        with self._lock:
+            if user_id in self._listeners:
+                raise ValueError(f"there is a listener {user_id!r} already")
+            self._accounts.add_grant(
+                user_id,
+                refresh_token or secrets.token_urlsafe(48),
+                authorised_at=authorised_at,
+                refresh_returns=self._refresh_returns if refresh_returns is None else refresh_returns,
+            )
+            self._listeners[user_id] = listener
+        return listener
+
+    def listener(self, user: str | Listener | None = None) -> Listener:
+        """The listener with this user id (None: the default listener); KeyError if there is none."""
+        if isinstance(user, Listener):
+            user = user.user_id
+        if user is None:
+            return self._default
+        found = self._listeners.get(user)
+        if found is None:
+            raise KeyError(f"no listener {user!r} on this server")
+        return found
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Every listener, the default one first, in the order they were added."""
+        with self._lock:
+            return list(self._listeners.values())
+
+    @property
+    def default_listener(self) -> Listener:
+        """The listener the constructor made, whom methods without `user=` act on."""
+        return self._default
+
+    def sign_in(self, user: str | Listener) -> None:
+        """Whom `/authorize` sees signed in to the browser (the default listener until this is called)."""
+        self._accounts.sign_in(self.listener(user).user_id)
+
+    # --- plays --------------------------------------------------------------------------------
+
+    def add_play(
+        self, track: dict[str, Any], played_at: datetime, context: dict[str, Any] | None = None, *, user: UserRef = None
+    ) -> dict:
+        """Record a play (timezone-aware `played_at`, kept to the millisecond); returns the API item."""
+        return self.listener(user).add_play(track, played_at, context)
+
+    def add_plays(
+        self, items: Iterable[tuple[dict[str, Any], datetime, dict[str, Any] | None]], *, user: UserRef = None
+    ) -> None:
+        """Record many plays, e.g. `catalog.demo_history(now)`; all of them or, if one is invalid, none."""
+        self.listener(user).add_plays(items)
 
     @property
     def plays(self) -> list[dict[str, Any]]:
-        """Every play ever added, newest first, including those the API no longer shows."""
-        return self._history.all_newest_first()
+        """Every play of the default listener ever added, newest first, including those the API no longer shows."""
+        return self._default.plays
 
     # --- requests and faults ------------------------------------------------------------------
 
@@ -207,6 +304,7 @@ class SampleSpotifyServer:
         headers: Mapping[str, Any] | None = None,
         times: int = 1,
         delay: float = 0.0,
+        user: UserRef = None,
     ) -> None:
         """Answer the next `times` requests whose path starts with `path` with this response instead.
 
@@ -214,34 +312,59 @@ class SampleSpotifyServer:
         Content-Type. With no body, an error status gets Spotify's error JSON for it.
         `delay` seconds pass before the response is sent (a slow server; a read timeout for a client
         that waits less). Faults queue up in order: the oldest unused one matching a request applies.
+        With `user`, only requests acting for that listener match: API calls by their access token,
+        token requests by their refresh token or code.
         """
-        self._faults.add(path, status, body, headers, times, delay)
+        self._faults.add(path, status, body, headers, times, delay, user=self._fault_user(user))
 
-    def enqueue_connection_reset(self, path: str, *, times: int = 1) -> None:
+    def enqueue_rate_limit(
+        self,
+        path: str = "/v1",
+        *,
+        retry_after: int | None = 1,
+        quota: bool = False,
+        times: int = 1,
+        user: UserRef = None,
+    ) -> None:
+        """Answer the next `times` requests to `path` (default: any Web API call) with a 429.
+
+        The body is `{"error": {"status": 429, "message": "API rate limit exceeded"}}`, plus
+        `"reason": "QUOTA_EXCEEDED"` with `quota` (the app's shared quota is spent). `Retry-After` carries
+        `retry_after` seconds, or is left out with None. `user` as for enqueue_fault.
+        """
+        error: dict[str, Any] = {"status": 429, "message": RATE_LIMIT_MESSAGE}
+        if quota:
+            error["reason"] = QUOTA_EXCEEDED
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        self.enqueue_fault(path, 429, body={"error": error}, headers=headers, times=times, user=user)
+
+    def enqueue_connection_reset(self, path: str, *, times: int = 1, user: UserRef = None) -> None:
         """Reset the TCP connection of the next `times` matching requests without answering them."""
-        self._faults.add(path, 502, None, None, times, action=RESET)
+        self._faults.add(path, 502, None, None, times, action=RESET, user=self._fault_user(user))
 
-    def enqueue_truncated_response(self, path: str, *, times: int = 1) -> None:
+    def enqueue_truncated_response(self, path: str, *, times: int = 1, user: UserRef = None) -> None:
         """Answer the next `times` matching requests with a 200 whose body stops halfway (then hang up)."""
         body = {"items": [], "next": None, "padding": "x" * 2048}
-        self._faults.add(path, 200, body, None, times, action=TRUNCATE)
+        self._faults.add(path, 200, body, None, times, action=TRUNCATE, user=self._fault_user(user))
 
-    def enqueue_next_fault(self, kind: str, *, times: int = 1) -> None:
+    def enqueue_next_fault(self, kind: str, *, times: int = 1, user: UserRef = None) -> None:
         """Give the next `times` recently-played pages a `next` link that goes wrong in the way `kind` names.
 
         Kinds (in pipelines.sample_server.recording): NEXT_REPEATS, the URL just requested; NEXT_ON_EMPTY, a link
         1 ms further on where paging would end, empty pages included; NEXT_LOOPS, a link back to the page asked
         for before. Pages answered by another fault do not count. Spotify does not document what `next` holds
-        after an `after` query, so clients must end their paging whatever it holds.
+        after an `after` query, so clients must end their paging whatever it holds. With `user`, only that
+        listener's pages.
         """
-        self._next_faults.add(kind, times)
+        self._next_faults.add(kind, times, user=self._fault_user(user))
 
-    def hold_requests(self, path: str, *, skip: int = 0) -> RequestHold:
+    def hold_requests(self, path: str, *, skip: int = 0, user: UserRef = None) -> RequestHold:
         """Make requests to `path` wait until the returned hold is released (see RequestHold).
 
         The first `skip` matching requests pass unheld, e.g. to stop a client at its third page.
+        With `user`, only requests acting for that listener are held (and counted for `skip`).
         """
-        hold = RequestHold(path, skip)
+        hold = RequestHold(path, skip, self._fault_user(user))
         with self._lock:
             self._holds.append(hold)
         return hold
@@ -255,37 +378,66 @@ class SampleSpotifyServer:
             raise ValueError("the page size cap must be at least 1")
         self._page_size_cap = cap
 
+    def _fault_user(self, user: UserRef) -> str | None:
+        # Faults for nobody in particular stay None; a named listener must exist.
+        return None if user is None else self.listener(user).user_id
+
     # --- tokens -------------------------------------------------------------------------------
 
     @property
     def current_refresh_token(self) -> str:
-        """The refresh token that works right now."""
-        return self._accounts.current_refresh_token
+        """The default listener's refresh token that works right now (Listener.current_refresh_token: anyone's)."""
+        return self._default.current_refresh_token
 
     @property
     def issued_access_tokens(self) -> list[str]:
-        """Every access token handed out so far (e.g. to prove none of them leaked into logs)."""
-        return self._accounts.issued_access_tokens
+        """Every access token handed out so far, to any listener (e.g. to prove none of them leaked into logs)."""
+        return self._accounts.issued_access_tokens()
 
-    def expire_access_tokens(self) -> None:
-        """Every access token issued so far now answers 401 "The access token expired"."""
-        self._accounts.expire_access_tokens()
+    def expire_access_tokens(self, *, user: UserRef = None) -> None:
+        """Every access token issued so far (with `user`: to that listener) answers 401 "The access token expired"."""
+        self._accounts.expire_access_tokens(self._fault_user(user))
 
-    def rotate_refresh_token(self, new_token: str) -> None:
-        """The next successful refresh returns `new_token`; from then on the old one is invalid_grant."""
-        self._accounts.rotate_refresh_token(new_token)
+    def rotate_refresh_token(self, new_token: str | None = None, *, user: UserRef = None) -> str:
+        """The next successful refresh returns `new_token` (default: a random one, returned here); from then on
+        the old one is invalid_grant. The authorisation time, and so the expiry, stays the same."""
+        token = new_token or secrets.token_urlsafe(48)
+        self._accounts.rotate_refresh_token(self.listener(user).user_id, token)
+        return token
 
-    def revoke_refresh_token(self) -> None:
-        """Refreshing now fails with invalid_grant (until the user authorizes the app again)."""
-        self._accounts.revoke_refresh_token()
+    def revoke_refresh_token(self, *, user: UserRef = None) -> None:
+        """Refreshing now fails with invalid_grant "Refresh token revoked" until the listener authorises again
+        (through `/authorize`, or `reauthorize`)."""
+        self._accounts.revoke_refresh_token(self.listener(user).user_id)
 
-    def grant_refresh_token_scope(self, scope: str) -> None:
+    def reauthorize(
+        self, *, user: UserRef = None, refresh_token: str | None = None, authorised_at: datetime | None = None
+    ) -> str:
+        """The listener authorises the app again, as after a revocation or expiry: returns their new refresh token.
+
+        The token is `refresh_token` or a random one; the old one stops working. The 6 months start again
+        at `authorised_at` (default: now by the server's clock). No pending rotation is left.
+        """
+        return self._accounts.reauthorize(self.listener(user).user_id, refresh_token, authorised_at)
+
+    def grant_refresh_token_scope(self, scope: str, *, user: UserRef = None) -> None:
         """Refreshing now grants only `scope`, as if the user had authorised an app that asked for that."""
-        self._accounts.grant_refresh_token_scope(scope)
+        self._accounts.grant_refresh_token_scope(self.listener(user).user_id, scope)
 
-    def issue_access_token(self, scope: str = SCOPE) -> str:
+    def issue_access_token(self, scope: str = SCOPE, *, user: UserRef = None) -> str:
         """A valid access token, for tests of API calls that want to skip the token endpoint."""
-        return self._accounts.issue_access_token(scope)
+        return self._accounts.issue_access_token(self.listener(user).user_id, scope)
+
+    # --- time ---------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> datetime:
+        """The accounts service's "now", which decides when refresh tokens expire."""
+        return self._accounts.now()
+
+    def set_clock(self, clock: Clock) -> None:
+        """Use `clock` (a callable returning an aware datetime, e.g. a ManualClock) as "now" from here on."""
+        self._accounts.set_clock(clock)
 
     # --- request handling (called from handler threads) -------------------------------------
 
@@ -293,15 +445,23 @@ class SampleSpotifyServer:
         with self._lock:
             self._requests.append(request)
 
-    def _wait_if_held(self, path: str) -> None:
+    def _owner(self, path: str, authorization: str | None, form: dict[str, str]) -> str | None:
+        """The listener a request acts for, as far as its credentials tell; None if they name nobody known."""
+        if path == TOKEN_PATH:
+            return self._accounts.owner_of_token_request(form)
+        if path == AUTHORIZE_PATH:
+            return self._accounts.signed_in
+        return self._accounts.owner_of_bearer(authorization)
+
+    def _wait_if_held(self, path: str, user: str | None = None) -> None:
         with self._lock:
             self._holds = [hold for hold in self._holds if not hold.released]
-            holds = [hold for hold in self._holds if path.startswith(hold.path)]
+            holds = [hold for hold in self._holds if path.startswith(hold.path) and hold.user in (None, user)]
         for hold in holds:
             hold._hold()
 
     def _dispatch(self, request: RecordedRequest, raw_query: str) -> Response:
-        fault = self._faults.take(request.path)
+        fault = self._faults.take(request.path, request.user)
         if fault is not None:
             return fault
         if request.path == AUTHORIZE_PATH:
@@ -315,12 +475,12 @@ class SampleSpotifyServer:
                 return api_error(405, "Method not allowed")
             try:
                 scope = "user-read-recently-played" if request.path == RECENTLY_PLAYED_PATH else None
-                self._accounts.check_bearer(request.header("Authorization"), scope)
+                listener = self._listeners[self._accounts.check_bearer(request.header("Authorization"), scope)]
             except ApiAuthError as exc:
                 return self._auth_failure(exc)
             if request.path == ME_PATH:
-                return json_response(200, self._me())
-            return self._recently_played(request, raw_query)
+                return json_response(200, listener.me(self.api_url))
+            return self._recently_played(listener, request, raw_query)
         return api_error(404, "Service not found")
 
     def _authorize(self, request: RecordedRequest) -> Response:
@@ -345,26 +505,14 @@ class SampleSpotifyServer:
             response.headers["WWW-Authenticate"] = challenge
         return response
 
-    def _me(self) -> dict[str, Any]:
-        return {
-            "display_name": self.user_id.replace("-", " ").title(),
-            "external_urls": {"spotify": f"https://open.spotify.com/user/{self.user_id}"},
-            "followers": {"href": None, "total": 0},
-            "href": f"{self.api_url}/users/{self.user_id}",
-            "id": self.user_id,
-            "images": [],
-            "type": "user",
-            "uri": f"spotify:user:{self.user_id}",
-        }
-
-    def _recently_played(self, request: RecordedRequest, raw_query: str) -> Response:
+    def _recently_played(self, listener: Listener, request: RecordedRequest, raw_query: str) -> Response:
         try:
             page_request = parse_page_query(request.query)
         except InvalidQuery as exc:
             return api_error(400, str(exc))
         if self._page_size_cap is not None and page_request.limit > self._page_size_cap:
             page_request = replace(page_request, limit=self._page_size_cap)
-        page = self._history.page(page_request)
+        page = listener._history.page(page_request)
         endpoint = self.base_url + RECENTLY_PLAYED_PATH
 
         def link(cursor_name: str, cursor_ms: int) -> str:
@@ -374,7 +522,9 @@ class SampleSpotifyServer:
         next_url = link(*page.next_cursor) if page.next_cursor is not None else None
         # Past the newest play served, or past the cursor asked for when the page is empty.
         last_ms = page.newest_ms if page.newest_ms is not None else page_request.after or page_request.before or 0
-        next_url = self._next_faults.link(requested, next_url, further=link("after", last_ms + 1))
+        next_url = self._next_faults.link(
+            requested, next_url, further=link("after", last_ms + 1), user=listener.user_id
+        )
         cursors = None
         if page.items:
             cursors = {"after": str(page.newest_ms), "before": str(page.oldest_ms)}
@@ -437,9 +587,10 @@ class _Handler(BaseHTTPRequestHandler):
             headers=dict(self.headers.items()),
             form=form,
             received_at=received_at,
+            user=app._owner(parts.path, self.headers.get("Authorization"), form),
         )
         app._record(request)
-        app._wait_if_held(parts.path)
+        app._wait_if_held(parts.path, request.user)
         try:
             response = app._dispatch(request, parts.query)
         except Exception as exc:  # a bug here must not kill the thread silently or leak request data

@@ -119,7 +119,11 @@ def test_revoked_refresh_token_is_invalid_grant(server):
 
     response = refresh(server)
 
-    assert (response.status_code, response.json()) == (400, INVALID_REFRESH)
+    # What Spotify answers once the user removed the app's access.
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Refresh token revoked"},
+    )
 
 
 # --- access tokens on the Web API -----------------------------------------------------------
@@ -151,6 +155,7 @@ def test_me_describes_the_user(server, token):
     assert response.headers["Content-Type"] == JSON_TYPE
     assert (body["id"], body["type"], body["uri"]) == ("demo-user", "user", "spotify:user:demo-user")
     assert body["display_name"]
+    assert body["account_id"] == server.default_listener.account_id and len(body["account_id"]) == 22
 
 
 def test_unknown_paths_are_404_json(server, token):
