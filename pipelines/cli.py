@@ -31,6 +31,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The embedded PostgreSQL server used when DATABASE_URL is not set.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+accounts_app = typer.Typer(
+    help="The listeners this pipeline loads, one Spotify account each (README: 'Accounts: several listeners').",
+    no_args_is_help=True,
+)
+app.add_typer(accounts_app, name="accounts")
 
 console = Console(stderr=True)
 
@@ -130,11 +135,31 @@ def auth(
     ),
     no_browser: bool = typer.Option(False, "--no-browser", help="Only print the URL to open."),
     timeout: float = typer.Option(300, help="Seconds to wait for Spotify to call back."),
+    account: str = typer.Option(
+        None,
+        "--account",
+        help="Store the listener as this account (default: `default`, whose token also goes to .dlt/secrets.toml).",
+    ),
 ) -> None:
-    """Authorise once with Spotify (Authorization Code + PKCE) and store the refresh token in .dlt/secrets.toml."""
-    from pipelines.auth_command import run_auth
+    """Authorise a listener with Spotify (Authorization Code + PKCE) and store them as an account.
 
-    run_auth(redirect_uri=redirect_uri, open_browser=not no_browser, timeout_seconds=timeout, console=console)
+    The account `default` also keeps today's single-listener file, .dlt/secrets.toml.
+    """
+    from pipelines.spotify.accounts import run_account_auth
+    from pipelines.spotify.token_store import DEFAULT_ACCOUNT, validate_name
+
+    name = validate_name(account or DEFAULT_ACCOUNT)
+    # A first `auth` on a laptop (no --account, no DATABASE_URL) starts no database: the token it writes to
+    # .dlt/secrets.toml becomes the account `default` on the first run.
+    database = resolve_database() if account is not None or DatabaseUrl.from_env() is not None else None
+    run_account_auth(
+        name,
+        database=database,
+        redirect_uri=redirect_uri,
+        open_browser=not no_browser,
+        timeout_seconds=timeout,
+        console=console,
+    )
 
 
 @app.command()
@@ -342,6 +367,90 @@ def wrapped(
         f"[bold green]Wrapped {chosen.label}:[/] {report.data.minutes_listened:,} minutes, "
         f"{report.data.plays:,} plays. Open {report.html}"
     )
+
+
+@accounts_app.command("add")
+@_friendly_errors
+def accounts_add(
+    name: str = typer.Argument(..., help="The account's name: 1 to 40 of a-z, 0-9, '-' and '_'."),
+    # Caught here rather than by typer, whose error would echo the stray argument: most likely a token.
+    stray: list[str] = typer.Argument(None, hidden=True),  # noqa: B008 (typer's idiom)
+    refresh_token_stdin: bool = typer.Option(
+        False, "--refresh-token-stdin", help="Read the refresh token from standard input (one line)."
+    ),
+    authorised_at: str = typer.Option(
+        None, "--authorised-at", help="When the listener authorised, YYYY-MM-DD (default: now); expiry is 6 months on."
+    ),
+) -> None:
+    """Store a listener's existing refresh token (headless machines, migrations), checked with Spotify first.
+
+    The token is read from standard input, never from the command line (where `ps` and shell history show it).
+    """
+    import sys
+    from datetime import UTC, datetime
+
+    from pipelines.spotify import accounts
+    from pipelines.spotify.token_store import validate_name
+
+    validate_name(name)
+    if stray:
+        raise ConfigError(
+            "accounts add takes no refresh token as an argument (`ps` and shell history would show it): "
+            "pass it on standard input with --refresh-token-stdin"
+        )
+    if not refresh_token_stdin:
+        raise ConfigError(
+            "pass the refresh token on standard input with --refresh-token-stdin (never as an argument), "
+            f"or authorise in a browser: python -m pipelines auth --account {name}"
+        )
+    now = datetime.now(UTC)
+    when = accounts.parse_authorised_at(authorised_at, now)
+    token = accounts.read_refresh_token(sys.stdin)
+    account = accounts.add_account(resolve_database(), name, token, authorised_at=when, now=now)
+    _plain(
+        f"added account {account.name}: Spotify user {account.user_id}, authorised {account.authorised_at:%Y-%m-%d}, "
+        f"token stored encrypted; it expires on {account.expires_at:%Y-%m-%d}"
+    )
+    if when is None:
+        _plain("authorised today, as far as this pipeline knows: if it was earlier, set --authorised-at to that day")
+
+
+@accounts_app.command("list")
+@_friendly_errors
+def accounts_list() -> None:
+    """One line per account: Spotify user, authorisation and expiry, last load, plays, open gaps, status."""
+    from datetime import UTC, datetime
+
+    from pipelines.spotify import accounts
+
+    reports = accounts.account_reports(resolve_database())
+    now = datetime.now(UTC)
+    for line in accounts.render_reports(reports, now):
+        typer.echo(line)
+    for warning in accounts.expiry_warnings([report.account for report in reports], now):
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+@accounts_app.command("pause")
+@_friendly_errors
+def accounts_pause(name: str = typer.Argument(..., help="The account to stop loading.")) -> None:
+    """Stop loading an account until it is resumed (its plays and token stay)."""
+    from pipelines.spotify.accounts import pause_account
+    from pipelines.spotify.token_store import AccountStore
+
+    pause_account(AccountStore(resolve_database()), name)
+    _plain(f"account {name} paused: loads skip it until `python -m pipelines accounts resume {name}`")
+
+
+@accounts_app.command("resume")
+@_friendly_errors
+def accounts_resume(name: str = typer.Argument(..., help="The paused account to load again.")) -> None:
+    """Load a paused account again (one that needs authorising: `auth --account NAME`)."""
+    from pipelines.spotify.accounts import resume_account
+    from pipelines.spotify.token_store import AccountStore
+
+    resume_account(AccountStore(resolve_database()), name)
+    _plain(f"account {name} is active: the next load reads it")
 
 
 @db_app.command("start")

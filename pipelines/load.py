@@ -138,7 +138,7 @@ def load_recently_played(
     secrets_file = secrets_file or paths.secrets_file()
     token_file = token_file or paths.rotated_token_file()
     args = {**source_args_from_env(), **source_args}
-    _check_urls(args)
+    check_urls(args)
     configured = args.get("refresh_token") or _configured_refresh_token(secrets_file)
     rotated = _rotated_token(token_file, configured)
     if rotated:
@@ -208,7 +208,7 @@ def _rotated_token(token_file: Path, configured: str | None) -> str | None:
     return rotated
 
 
-def _check_urls(args: dict[str, Any]) -> None:
+def check_urls(args: dict[str, Any]) -> None:
     """A malformed Spotify URL is a setting to fix, not an HTTP error deep inside a run."""
     for env, arg in (("SPOTIFY_API_URL", "api_url"), ("SPOTIFY_ACCOUNTS_URL", "accounts_url")):
         value = args.get(arg)

@@ -62,6 +62,11 @@ def rotated_token_file() -> Path:
     return state_dir() / "spotify" / "refresh_token.toml"
 
 
+def token_key_file() -> Path:
+    """The Fernet key that encrypts stored refresh tokens when `SPOTIFY_TOKEN_KEY` is not set (mode 0600)."""
+    return state_dir() / "spotify-token.key"
+
+
 def ensure_writable(path: Path, setting: str = STATE_HOME_ENV) -> Path:
     """Create the directory `path` and prove a file can be written there, or fail in one line naming `setting`."""
     try:

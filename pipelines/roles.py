@@ -1,13 +1,14 @@
 """Least privilege in PostgreSQL: a `loader` role that owns the pipeline's schemas and a read-only `analyst`.
 
-- **loader** owns `raw`, `raw_staging` (dlt's merge scratch), `staging` and `analytics` and everything in
-  them: it lands plays in `raw` and lets dbt build `staging` and `analytics`. It may create schemas and
+- **loader** owns `raw`, `raw_staging` (dlt's merge scratch), `staging`, `analytics` and `accounts` (the
+  listeners and their encrypted refresh tokens) and everything in them: it lands plays in `raw`, lets dbt
+  build `staging` and `analytics`, and alone reads `accounts`. It may create schemas and
   temporary tables in the pipeline's database and nothing else: no superuser, no CREATEROLE, no CREATEDB,
   and it does not own the database, so it cannot drop it.
 - **analyst** can connect, read every table and view in `analytics` (including those dbt creates later,
   through default privileges) and nothing else: no access to `raw` (the API's raw JSON and, after export
-  imports, optional IP data) or `staging`, and no write anywhere (no CREATE on any schema, no temporary
-  tables; its sessions also default to read-only transactions).
+  imports, optional IP data), `staging` or `accounts` (refresh tokens), and no write anywhere (no CREATE on
+  any schema, no temporary tables; its sessions also default to read-only transactions).
 
 The role the pipeline already runs as (`DATABASE_URL`'s user) becomes a member of `loader` and switches to
 it on connect (`ALTER ROLE ... IN DATABASE ... SET role`), so existing setups keep working and every object
@@ -32,7 +33,7 @@ from pipelines import paths
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError
 
-PIPELINE_SCHEMAS = ("raw", "raw_staging", "staging", "analytics")
+PIPELINE_SCHEMAS = ("raw", "raw_staging", "staging", "analytics", "accounts")
 ANALYST_SCHEMAS = ("analytics",)
 PASSWORD_ENV = {"loader": "LOADER_PASSWORD", "analyst": "ANALYST_PASSWORD"}
 # Relation kinds whose owner moves to the loader: tables, partitioned tables, views, materialized views,

@@ -47,9 +47,13 @@ def read_spotify_secrets(path: Path) -> dict[str, Any]:
     return dict(table.unwrap()) if hasattr(table, "unwrap") else dict(table)
 
 
-def write_spotify_secrets(path: Path, *, client_id: str, client_secret: str, refresh_token: str) -> None:
-    """Set the app's credentials and the user's refresh token, creating the file (mode 0600) if needed."""
-    _update(path, {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh_token})
+def write_spotify_secrets(
+    path: Path, *, client_id: str, client_secret: str, refresh_token: str, authorised_at: str | None = None
+) -> None:
+    """Set the app's credentials and the user's refresh token (and when they authorised, if known), creating the
+    file (mode 0600) if needed."""
+    values = {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh_token}
+    _update(path, values if authorised_at is None else {**values, "authorised_at": authorised_at})
 
 
 def update_refresh_token(path: Path, refresh_token: str) -> None:

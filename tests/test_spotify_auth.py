@@ -120,9 +120,10 @@ def test_each_run_uses_a_fresh_state_and_verifier(server, redirect_uri):
 
 
 def run_auth_command(server, redirect_uri: str, browser: Browser, monkeypatch, secrets_path: Path) -> str:
-    """`python -m pipelines auth`'s own code (`run_auth`), with `browser` as the user's; returns what it printed."""
+    """`python -m pipelines auth`'s own code (`run_account_auth` without a database, as on a first laptop run),
+    with `browser` as the user's; returns what it printed."""
     from pipelines import paths, spotify_auth
-    from pipelines.auth_command import run_auth
+    from pipelines.spotify.accounts import run_account_auth
 
     monkeypatch.setenv("SPOTIFY_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", CLIENT_SECRET)
@@ -130,7 +131,14 @@ def run_auth_command(server, redirect_uri: str, browser: Browser, monkeypatch, s
     monkeypatch.setattr(paths, "secrets_file", lambda: secrets_path)
     monkeypatch.setattr(spotify_auth.webbrowser, "open", browser)
     output = io.StringIO()
-    run_auth(redirect_uri=redirect_uri, open_browser=True, timeout_seconds=5, console=Console(file=output))
+    run_account_auth(
+        "default",
+        database=None,
+        redirect_uri=redirect_uri,
+        open_browser=True,
+        timeout_seconds=5,
+        console=Console(file=output),
+    )
     return output.getvalue()
 
 
