@@ -17,6 +17,7 @@ Airflow 3.3.2. Nothing else in the project imports them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,7 @@ from airflow.sdk import TaskGroup
 from airflow.triggers.base import StartTriggerArgs, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 from cosmos.listeners.dag_run_listener import EventStatus
 from cosmos.operators._watcher.base import BaseConsumerSensor
-from cosmos.operators._watcher.state import is_producer_task_terminated
+from cosmos.operators._watcher.state import is_dbt_node_status_success, is_producer_task_terminated
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
 
 TRIGGER_PATH = f"{__name__}.WatcherTaskTrigger"
@@ -42,9 +43,16 @@ class WatcherTaskTrigger(WatcherTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         ti = self.task_instance
         self.run_id, self.map_index = ti.run_id, ti.map_index
-        if ti.try_number > 1 and is_producer_task_terminated(await self._get_producer_task_status()):
-            # A retry, or a clear from the UI, after `dbt build` ended: resume on a worker, where Cosmos runs
-            # dbt for this node alone (the same event it handles when the producer was skipped).
+        if ti.try_number > 1:
+            # A retry, or a clear from the UI: once `dbt build` has ended for good (a failed producer skips its own
+            # retry), resume on a worker, where Cosmos runs dbt for this node alone (the event it handles when the
+            # producer was skipped). Until then, a node the build still gets right needs nothing more.
+            while not is_producer_task_terminated(await self._get_producer_task_status()):
+                status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+                if is_dbt_node_status_success(status):
+                    yield TaskSuccessEvent()
+                    return
+                await asyncio.sleep(self.poke_interval)
             yield TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
             return
         async for event in super().run():

@@ -111,6 +111,46 @@ def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, dat
     assert on_workers == {"load_recently_played", "transform.dbt_producer_watcher", "publish_dbt_docs"}
 
 
+def test_a_model_that_fails_in_the_build_is_retried_alone(deployment, postgres_admin, database_url, spotify_server):
+    from pipelines.sample_server import demo_history
+
+    spotify_server.add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=PLAYS))
+    start(deployment)
+    assert deployment.wait_for_run(DAG_ID, deployment.trigger(DAG_ID)) == "success"
+
+    # A transient fault during the producer's `dbt build`: the loader may not create relations in analytics, so
+    # the table `coverage` and the views there fail; models updated in place (the incremental marts) still build.
+    as_admin = postgres_admin.with_dbname(database_url.dbname)
+    query(as_admin, f'revoke create on schema analytics from "{database_url.user}"')
+    spotify_server.add_plays(demo_history(datetime.now(UTC), count=HOURLY_PLAYS, seed=11))
+    run_id = deployment.trigger(DAG_ID)
+    producer = "transform.dbt_producer_watcher"
+    deadline = time.monotonic() + 300
+    while states(deployment.task_instances(DAG_ID, run_id)).get(producer) not in ("failed", "up_for_retry", "success"):
+        assert time.monotonic() < deadline, "the producer's build did not end"
+        time.sleep(1)
+    # fixed before the failed watchers' retries (30 s later), as an operator would
+    query(as_admin, f'grant create on schema analytics to "{database_url.user}"')
+    state = deployment.wait_for_run(DAG_ID, run_id)
+    tis = {ti["task_id"]: ti for ti in deployment.task_instances(DAG_ID, run_id)}
+
+    assert state == "success", {task: ti["state"] for task, ti in tis.items()}
+    assert_marts_hold_every_play_once(database_url, PLAYS + HOURLY_PLAYS)
+    # the failed model's first try ended in the triggerer; its retry ran dbt for it alone, on a worker
+    coverage = deployment.tries(DAG_ID, run_id, "transform.coverage.run")
+    assert [(t["try_number"], t["state"], bool(t["hostname"])) for t in coverage] == [
+        (1, "failed", False),
+        (2, "success", True),
+    ]
+    # nothing that succeeded was run again: not the load, not the marts that built; the build's retry skips itself
+    retried = {task for task, ti in tis.items() if ti["try_number"] > 1}
+    assert {LOAD_TASK, "transform.plays.run", "transform.plays.test"}.isdisjoint(retried)
+    assert [(t["try_number"], t["state"]) for t in deployment.tries(DAG_ID, run_id, producer)] == [
+        (1, "failed"),
+        (2, "skipped"),
+    ]
+
+
 def test_celery_workers_finish_the_run_when_one_is_killed_mid_task(deployment, database_url, spotify_server, redis_url):
     from pipelines.sample_server import demo_history
 
