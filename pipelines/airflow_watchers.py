@@ -76,29 +76,26 @@ class WatcherTaskTrigger(WatcherTrigger):
         return TaskSuccessEvent()
 
 
-def start_watchers_in_triggerer(group: TaskGroup) -> int:
-    """Make every deferrable Cosmos watcher in `group` start (and, on its first try, end) in the triggerer.
-
-    Returns how many tasks it changed, so the caller can tell a Cosmos that renders watchers differently."""
-    changed = 0
+def start_watchers_in_triggerer(group: TaskGroup) -> None:
+    """Make every deferrable Cosmos watcher in `group` start (and, on its first try, end) in the triggerer."""
     for task in group.iter_tasks():
         if not (isinstance(task, BaseConsumerSensor) and task.deferrable):
             continue
+        trigger = WatcherTaskTrigger(
+            model_unique_id=task.model_unique_id,
+            producer_task_id=task.producer_task_id,
+            dag_id=task.dag_id,
+            # the run is only known when the task starts: WatcherTaskTrigger.run takes it from there
+            run_id="",
+            map_index=-1,
+            poke_interval=task.poke_interval,
+            is_test_sensor=task.is_test_sensor,
+        )
         task.start_from_trigger = True
         task.start_trigger_args = StartTriggerArgs(
+            # the triggerer rebuilds the trigger from the same class path and kwargs a deferral would store
             trigger_cls=TRIGGER_PATH,
-            trigger_kwargs={
-                "model_unique_id": task.model_unique_id,
-                "producer_task_id": task.producer_task_id,
-                "dag_id": task.dag_id,
-                # the run is only known when the task starts: WatcherTaskTrigger.run takes it from there
-                "run_id": "",
-                "map_index": -1,
-                "poke_interval": task.poke_interval,
-                "is_test_sensor": task.is_test_sensor,
-            },
+            trigger_kwargs=trigger.serialize()[1],
             next_method="execute_complete",
             timeout=task.execution_timeout,
         )
-        changed += 1
-    return changed
