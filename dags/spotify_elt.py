@@ -1,20 +1,27 @@
 """
 ### Spotify listening history: load, then transform
 
-1. **load_recently_played** runs the dlt pipeline: new plays from Spotify's `recently-played` endpoint land in
-   `raw.recently_played` (merged on `user_id, played_at`, so reruns never duplicate).
-2. **transform** is the dbt project rendered by Cosmos: the source's freshness and tests, then every staging
-   model and mart in `analytics`, each followed by its tests.
-3. **publish_dbt_docs** runs `dbt docs generate` after a green build; Browse > dbt Docs shows the result.
+1. **accounts_to_load** lists the active listeners (and warns of tokens expiring within 30 days).
+2. **load_account**, mapped over them (one instance per account, labelled with its name, in the `spotify_api`
+   pool), runs each account's dlt pipeline: new plays from Spotify's `recently-played` endpoint land in
+   `raw.recently_played` (merged on `user_id, played_at`, so reruns never duplicate). A revoked token marks
+   its account `needs_auth`; one account failing never holds the others back.
+3. **prepare_transform** runs however the loads ended; then **transform** is the dbt project rendered by
+   Cosmos: the source's freshness and tests, then every staging model and mart in `analytics`, each followed by
+   its tests.
+4. **publish_dbt_docs** runs `dbt docs generate` after a green build; Browse > dbt Docs shows the result.
+5. **report_loads** says each account's outcome, and fails the run if any account's load failed.
 
 Spotify only shows the **last 50 plays**: keep the schedule (`SPOTIFY_ELT_SCHEDULE`, hourly by default)
 tighter than the time you take to play 50 tracks, and backfill older history from your Spotify data export.
-Database: Airflow connection `spotify_postgres`. Spotify credentials: `SPOTIFY_*` variables or `.dlt/secrets.toml`.
+Database: Airflow connection `spotify_postgres`. Accounts: `python -m pipelines accounts list`; the app's
+credentials: `SPOTIFY_*` variables or `.dlt/secrets.toml`.
 """
 
 from datetime import datetime
 
 from airflow.sdk import dag, task
+from airflow.task.trigger_rule import TriggerRule
 from cosmos import DbtTaskGroup
 from cosmos.operators.local import DbtDocsLocalOperator
 
@@ -33,8 +40,21 @@ from pipelines import airflow_docs, airflow_watchers, orchestration, settings
 )
 def spotify_elt() -> None:
     @task
-    def load_recently_played() -> dict:
-        return orchestration.load_task()
+    def accounts_to_load() -> list[str]:
+        return orchestration.accounts_task()
+
+    @task(pool=orchestration.SPOTIFY_POOL, map_index_template="{{ task.op_kwargs['account'] }}")
+    def load_account(account: str) -> dict:
+        return orchestration.load_account_task(account)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def prepare_transform() -> None:
+        orchestration.prepare_transform_task()
+
+    # what it reports was decided by the loads and their own retries: nothing to retry here
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def report_loads(accounts: list[str]) -> list[str]:
+        return orchestration.report_loads_task(accounts)
 
     transform = DbtTaskGroup(
         group_id="transform",
@@ -51,7 +71,10 @@ def spotify_elt() -> None:
 
     docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())
 
-    load_recently_played() >> transform >> docs
+    accounts = accounts_to_load()
+    loads = load_account.expand(account=accounts)
+    loads >> prepare_transform() >> transform >> docs
+    loads >> report_loads(accounts)
 
 
 spotify_elt()

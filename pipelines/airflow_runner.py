@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
 
-from pipelines import airflow_docs, paths, transform
+from pipelines import airflow_docs, orchestration, paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.errors import PipelineError
 from pipelines.run_progress import DbtResults, MetadataDatabase, ProgressLines, plays_loaded
@@ -103,6 +103,7 @@ def run_dag_once(
         )
         steps = (
             ("preparing Airflow's metadata database", [_airflow(), "db", "migrate"]),
+            ("creating the pool that bounds calls to Spotify", orchestration.pool_command(_airflow())),
             ("parsing the dbt project as the DAG's tasks will", [sys.executable, "-m", "pipelines", "parse"]),
         )
         for title, command in steps:

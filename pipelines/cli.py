@@ -116,15 +116,24 @@ def _spotify_or_demo(demo: bool) -> Any:
     return demo_mode.sample_spotify()
 
 
-def _load(database: DatabaseUrl, demo: bool) -> dict[str, Any]:
-    from pipelines.load import load_recently_played
+def _load(database: DatabaseUrl, demo: bool) -> bool:
+    """Load every active account, printing one line per account as it ends; True when none failed."""
+    from pipelines.account_loads import expiry_lines, load_accounts
+
+    def say(outcome: Any) -> None:
+        style = {"loaded": "green", "skipped": "yellow"}.get(outcome.status, "red")
+        console.print(f"[{style}]{escape(outcome.line())}[/]", soft_wrap=True)
+        if outcome.summary.get("items_rejected"):
+            console.print(f"  [bold yellow]skipped {outcome.summary['items_rejected']} unusable items[/] (see above)")
 
     with _spotify_or_demo(demo):
-        summary = load_recently_played(database)
-    console.print(f"loaded {summary['plays_loaded']} plays into raw.recently_played")
-    if summary.get("items_rejected"):
-        console.print(f"[bold yellow]skipped {summary['items_rejected']} unusable items[/] (see the warnings above)")
-    return summary
+        for line in expiry_lines(database):
+            console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        outcomes = load_accounts(database, on_outcome=say)
+    failed = [outcome.account for outcome in outcomes if outcome.failed]
+    if failed:
+        console.print(f"[bold red]error:[/] the load failed for {', '.join(failed)}; the other accounts are loaded")
+    return not failed
 
 
 @app.command()
@@ -168,7 +177,9 @@ def load(demo: bool = typer.Option(False, "--demo", help="Read the bundled sampl
     """Load new plays from Spotify into raw.recently_played."""
     database = resolve_database()
     with _exclusive(database, "load"):
-        _load(database, demo)
+        loaded = _load(database, demo)
+    if not loaded:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -204,8 +215,11 @@ def run(demo: bool = typer.Option(False, "--demo", help="Read the bundled sample
 
     database = resolve_database()
     with _exclusive(database, "run"):
-        _load(database, demo)
+        loaded = _load(database, demo)
+        # the accounts that did load still reach the marts
         dbt.build(database)
+    if not loaded:
+        raise typer.Exit(1)
 
 
 @app.command("import-history")

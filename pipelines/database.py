@@ -110,6 +110,11 @@ class DatabaseUrl:
             raise ConfigError(f"cannot connect to {self.redacted()}: {reason}. Check DATABASE_URL.") from None
 
 
+# Advisory locks are per database; this one is taken in the admin connection's (the first 8 bytes of
+# sha256("spotify-history role setup"), as a signed 64-bit integer).
+ROLE_SETUP_LOCK_KEY = 2_871_305_530_961_437_729
+
+
 def ensure_role_and_database(admin: DatabaseUrl, role: str, password: str, dbname: str) -> DatabaseUrl:
     """Create (or update) a login role with a password and a database it owns; return its URL.
 
@@ -119,11 +124,14 @@ def ensure_role_and_database(admin: DatabaseUrl, role: str, password: str, dbnam
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
+            # Two setups at once (workers, test sessions) would fail "tuple concurrently updated": take turns.
+            cur.execute("select pg_advisory_lock(%s)", (ROLE_SETUP_LOCK_KEY,))
             cur.execute("select 1 from pg_roles where rolname = %s", (role,))
             verb = "alter" if cur.fetchone() else "create"
             cur.execute(
                 sql.SQL(verb + " role {} with login password {}").format(sql.Identifier(role), sql.Literal(password))
             )
+            cur.execute("select pg_advisory_unlock(%s)", (ROLE_SETUP_LOCK_KEY,))
             cur.execute("select 1 from pg_database where datname = %s", (dbname,))
             if not cur.fetchone():
                 cur.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(dbname), sql.Identifier(role)))

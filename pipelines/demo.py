@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.account_loads import DEMO_ENV
 from pipelines.database import DatabaseUrl
 from pipelines.load import CREDENTIAL_ENV
 
@@ -124,6 +125,8 @@ def _pointed_at(server: Any, client_secret: str, refresh_token: str) -> Iterator
         "SPOTIFY_REFRESH_TOKEN": refresh_token,
         "SPOTIFY_API_URL": server.api_url,
         "SPOTIFY_ACCOUNTS_URL": server.accounts_url,
+        # the throwaway token is loaded as before, never stored as an account (pipelines.account_loads)
+        DEMO_ENV: "1",
     }
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)

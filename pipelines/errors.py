@@ -7,3 +7,9 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError, ValueError):
     """A setting is missing or malformed; the message names the setting and how to fix it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An error as one short line: its message's first line (at most 300 characters), else its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -13,12 +13,14 @@ from urllib.parse import urlsplit
 import dlt
 import psycopg2
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.pipeline import ExtractInfo
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
 from pipelines.pending_loads import finish_pending_packages
 from pipelines.spotify.settings import DEFAULT_ACCOUNTS_URL, DEFAULT_API_URL, REJECTED_ITEMS_METRIC
+from pipelines.spotify.token_store import DEFAULT_ACCOUNT
 from pipelines.storable_text import StorableStrings
 
 log = logging.getLogger(__name__)
@@ -49,10 +51,17 @@ def default_pipelines_dir(database: DatabaseUrl) -> Path:
     return paths.dlt_dir() / hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
-def make_pipeline(database: DatabaseUrl, pipelines_dir: Path | None = None) -> dlt.Pipeline:
-    """The dlt pipeline writing to `database`, dataset (schema) `raw`."""
+def pipeline_name(account: str) -> str:
+    """The dlt pipeline (cursor and state) of one account: `default` keeps the single-listener pipeline's name."""
+    return PIPELINE_NAME if account == DEFAULT_ACCOUNT else f"{PIPELINE_NAME}__{account}"
+
+
+def make_pipeline(
+    database: DatabaseUrl, pipelines_dir: Path | None = None, *, name: str = PIPELINE_NAME
+) -> dlt.Pipeline:
+    """The dlt pipeline `name` writing to `database`, dataset (schema) `raw`."""
     return dlt.pipeline(
-        pipeline_name=PIPELINE_NAME,
+        pipeline_name=name,
         destination=dlt.destinations.postgres(credentials=str(database)),
         dataset_name=RAW_SCHEMA,
         pipelines_dir=str(pipelines_dir or default_pipelines_dir(database)),
@@ -131,8 +140,6 @@ def load_recently_played(
         ConfigError: Spotify credentials are missing, or the state dir cannot be written.
         PipelineError: Spotify or the database failed in a way the user has to act on.
     """
-    from pipelines.spotify import spotify_source
-
     # Before Spotify is asked anything: a rotated token must have somewhere to go, and dlt a working dir.
     pipelines_dir = paths.ensure_writable(pipelines_dir or default_pipelines_dir(database))
     secrets_file = secrets_file or paths.secrets_file()
@@ -147,8 +154,31 @@ def load_recently_played(
         "on_refresh_token_rotated",
         persist_rotated_token(secrets_file, token_file, configured, in_use_from_token_file=rotated is not None),
     )
+    return load_plays(database, args, pipelines_dir=pipelines_dir)
+
+
+def load_plays(
+    database: DatabaseUrl,
+    source_args: dict[str, Any],
+    *,
+    pipelines_dir: Path | None = None,
+    name: str = PIPELINE_NAME,
+) -> dict[str, Any]:
+    """Run the dlt pipeline `name` once with the Spotify source built from `source_args`; a JSON-able summary.
+
+    Extract and normalize run on their own; the load into `raw` waits for `raw_load_lock`, so the pipelines of
+    several accounts loading at once never create, migrate or merge into the same tables together.
+
+    Raises:
+        ConfigError: Spotify credentials are missing.
+        PipelineError: Spotify or the database failed in a way the user has to act on.
+    """
+    from pipelines.locking import raw_load_lock
+    from pipelines.spotify import spotify_source
+
+    pipelines_dir = paths.ensure_writable(pipelines_dir or default_pipelines_dir(database))
     try:
-        source = spotify_source(**args)
+        source = spotify_source(**source_args)
     except ConfigFieldMissingException as exc:
         missing = ", ".join(f"SPOTIFY_{field.upper()}" for field in exc.fields)
         raise ConfigError(
@@ -158,17 +188,23 @@ def load_recently_played(
 
     storable = StorableStrings()  # a NUL in one name would otherwise fail every run from then on
     source.resources["recently_played"].add_map(storable)
-    pipeline = make_pipeline(database, pipelines_dir)
+    pipeline = make_pipeline(database, pipelines_dir, name=name)
     load_ids: list[str] = []
     try:
-        load_ids += finish_pending_packages(pipeline, database)
-        info = pipeline.run(source)
+        with raw_load_lock(database):
+            # what `run` does first: a worker with an empty working dir takes the cursor from the database
+            pipeline.sync_destination()
+            load_ids += finish_pending_packages(pipeline, database)
+        extracted = pipeline.extract(source)
+        pipeline.normalize()
+        with raw_load_lock(database):
+            info = pipeline.load()
         info.raise_on_failed_jobs()
     except Exception as exc:  # dlt wraps everything; surface the error the user can act on
         raise _actionable(exc, database) from None
     load_ids += info.loads_ids
     plays = _rows_written(database, load_ids)
-    rejected = _custom_metric(pipeline, REJECTED_ITEMS_METRIC)
+    rejected = _custom_metric(extracted, REJECTED_ITEMS_METRIC)
     repaired = storable.repaired
     log.info("loaded %d plays into %s.recently_played", plays, RAW_SCHEMA)
     if rejected:
@@ -264,11 +300,8 @@ def _rows_written(database: DatabaseUrl, load_ids: list[str]) -> int:
         conn.close()
 
 
-def _custom_metric(pipeline: dlt.Pipeline, name: str) -> int:
+def _custom_metric(extract: ExtractInfo, name: str) -> int:
     """A counter the source kept with `dlt.current.resource_metrics()` during this run's extract."""
-    extract = pipeline.last_trace.last_extract_info if pipeline.last_trace else None
-    if extract is None:
-        return 0
     return sum(
         int(resource.custom_metrics.get(name, 0))
         for metrics_list in extract.metrics.values()

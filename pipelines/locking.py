@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 # (the first 8 bytes of sha256("spotify-history pipeline"), as a signed 64-bit integer).
 LOCK_KEY = 8_760_703_862_086_487_813
 APPLICATION_NAME_PREFIX = "spotify-history:"
+# Serialises dlt's load step (schema migration, staging, merge into `raw`) between accounts loading at once.
+RAW_LOAD_KEY = 8_760_703_862_086_487_814
 POLL_SECONDS = 0.5
 # EX_TEMPFAIL from sysexits.h: "try again later", so schedulers and scripts can tell "busy" from "broken".
 EXIT_LOCKED = 75
@@ -64,8 +66,13 @@ def _holder(cur: psycopg2.extensions.cursor) -> str:
 
 
 @contextmanager
-def pipeline_lock(database: DatabaseUrl, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
+def pipeline_lock(
+    database: DatabaseUrl, command: str, wait_seconds: float = 0.0, *, shared: bool = False
+) -> Iterator[None]:
     """Hold the pipeline's advisory lock on `database` while inside the block.
+
+    `shared`: hold it beside other shared holders (the Airflow DAG's load of each account, running at once),
+    still excluding a CLI run, which holds it alone.
 
     Args:
         database: The database the run writes to; the lock is per database.
@@ -84,7 +91,8 @@ def pipeline_lock(database: DatabaseUrl, command: str, wait_seconds: float = 0.0
             cur.execute("set application_name = %s", (f"{APPLICATION_NAME_PREFIX}{command} pid {os.getpid()}",))
             deadline = time.monotonic() + max(0.0, wait_seconds)
             while True:
-                cur.execute("select pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                try_lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+                cur.execute(f"select {try_lock}(%s)", (LOCK_KEY,))
                 if cur.fetchone()[0]:
                     break
                 if time.monotonic() >= deadline:
@@ -98,4 +106,22 @@ def pipeline_lock(database: DatabaseUrl, command: str, wait_seconds: float = 0.0
         yield
     finally:
         # Closing the session releases the lock; an explicit unlock would only add a round trip.
+        conn.close()
+
+
+@contextmanager
+def raw_load_lock(database: DatabaseUrl) -> Iterator[None]:
+    """Wait for, then hold, the lock on loading into `raw`: one account's dlt load step at a time.
+
+    The accounts' pipelines extract from Spotify in parallel, but their load steps create and migrate the same
+    `raw` tables and share dlt's staging dataset, so they take turns; each holds the lock for seconds.
+    """
+    conn = database.connect()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("set application_name = %s", (f"{APPLICATION_NAME_PREFIX}raw load pid {os.getpid()}",))
+            cur.execute("select pg_advisory_lock(%s)", (RAW_LOAD_KEY,))
+        yield
+    finally:
         conn.close()

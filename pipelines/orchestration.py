@@ -5,6 +5,7 @@ Nothing here touches the network or the database at import time, so the DAG pars
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -15,9 +16,28 @@ from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PipelineError
 from pipelines.settings import DEFAULT_SCHEDULE, POSTGRES_CONN_ID
 from pipelines.transform import dbt_executable
+
+log = logging.getLogger(__name__)
+
+LOAD_TASK_ID = "load_account"
+# Bounds how many accounts' loads call Spotify at once, across every worker (`airflow pools set`).
+SPOTIFY_POOL = "spotify_api"
+SPOTIFY_POOL_SLOTS_ENV = "SPOTIFY_ELT_API_POOL_SLOTS"
+DEFAULT_POOL_SLOTS = 4
+SPOTIFY_POOL_DESCRIPTION = "Spotify Web API calls of the spotify_elt DAG: one slot per account loading"
+
+
+def pool_command(airflow: str = "airflow") -> list[str]:
+    """The deploy step that creates (or resizes) the pool: `airflow pools set spotify_api N ...`.
+
+    The scheduler never queues a task whose pool does not exist, so it runs before the DAG's first run."""
+    slots = os.environ.get(SPOTIFY_POOL_SLOTS_ENV) or str(DEFAULT_POOL_SLOTS)
+    if not slots.isdigit() or int(slots) < 1:
+        raise ConfigError(f"{SPOTIFY_POOL_SLOTS_ENV}={slots!r} must be a whole number of slots, 1 or more")
+    return [airflow, "pools", "set", SPOTIFY_POOL, slots, SPOTIFY_POOL_DESCRIPTION]
 
 # The load retries with backoff: Spotify and the network fail transiently, and a retry loses nothing.
 DEFAULT_ARGS: dict[str, Any] = {
@@ -141,17 +161,84 @@ def database_from_connection(conn_id: str = POSTGRES_CONN_ID) -> DatabaseUrl:
     return DatabaseUrl(conn.login, conn.password, conn.host, int(conn.port or 5432), conn.schema)
 
 
-def load_task() -> dict[str, Any]:
-    """Body of the DAG's load task: build the dlt source here, at run time, never at parse time."""
-    from pipelines.load import load_recently_played
+def accounts_task() -> list[str]:
+    """Body of the DAG's first task: the accounts to load, each skipped one and each expiring token said in the log."""
+    from pipelines.account_loads import accounts_to_load, expiry_lines, skipped_accounts
+
+    database = database_from_connection()
+    names = accounts_to_load(database)
+    for outcome in skipped_accounts(database):
+        log.warning(outcome.line())  # report_loads fails the run for each that needs authorising
+    for line in expiry_lines(database):
+        log.warning(line)
+    log.info("loading %d account(s): %s", len(names), ", ".join(names) or "none")
+    return names
+
+
+def load_account_task(account: str) -> dict[str, Any]:
+    """Body of the mapped load task, one instance per account: build the dlt source here, never at parse time.
+
+    A dead refresh token fails the instance without retries (Spotify says not to retry `invalid_grant`); any
+    other failure is retried with the DAG's backoff. Either way the other accounts' instances go on.
+    """
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from pipelines.account_loads import FAILED, NEEDS_AUTH, SKIPPED, load_account
     from pipelines.locking import pipeline_lock
 
     database = database_from_connection()
-    # The CLI's lock: a `python -m pipelines load` and this task never interleave; the loser fails, Airflow retries.
+    # Shared with the other accounts' loads; a CLI `load` or `run` holds it alone, so the two never interleave.
+    with pipeline_lock(database, f"airflow load_account {account}", shared=True):
+        outcome = load_account(database, account)
+    if outcome.status == NEEDS_AUTH:
+        raise AirflowFailException(outcome.line())
+    if outcome.status == FAILED:
+        raise PipelineError(outcome.line())
+    if outcome.status == SKIPPED:
+        raise AirflowSkipException(outcome.line())
+    log.info(outcome.line())
+    return outcome.as_dict()
+
+
+def prepare_transform_task() -> None:
+    """Body of the task between the loads and dbt: it runs however the loads ended, so one account never holds
+    the others' plays back from the marts."""
     from pipelines.export.raw_tables import upgrade_if_imported
 
-    with pipeline_lock(database, "airflow load_recently_played"):
-        summary = load_recently_played(database)
-        # the dbt tasks that follow read what an older version's import tables lack until migrated
-        upgrade_if_imported(database)
-        return summary
+    # the dbt tasks that follow read what an older version's import tables lack until migrated
+    upgrade_if_imported(database_from_connection())
+
+
+def report_loads_task(accounts: list[str]) -> list[str]:
+    """Body of the last task: one line per account; it fails, and the DAG run with it, if any account's load failed
+    or an account needs authorising (its plays are not being loaded)."""
+    from airflow.sdk import get_current_context
+
+    from pipelines.account_loads import skipped_accounts
+
+    context = get_current_context()
+    run_id = context["run_id"]
+    # {run id: {"load_account_<map index>": state}}, through the Task SDK (no metadata-DB access from a task)
+    states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, task_ids=[LOAD_TASK_ID], run_ids=[run_id])
+    states = states.get(run_id, {})
+    lines, failed = [], []
+    for index, account in enumerate(accounts):
+        state = states.get(f"{LOAD_TASK_ID}_{index}") or "unknown"
+        lines.append(f"account {account}: load {state}")
+        if state not in ("success", "skipped"):
+            failed.append(account)
+    # accounts this run did not map: paused, or needing authorisation since before it
+    for outcome in skipped_accounts(database_from_connection()):
+        if outcome.account in accounts:
+            continue
+        lines.append(outcome.line())
+        if outcome.failed:
+            failed.append(outcome.account)
+    for line in lines:
+        log.info(line)
+    if failed:
+        raise PipelineError(
+            f"{len(failed)} account(s) not loaded: {', '.join(failed)}; the transform ran with the others' plays. "
+            "See the lines above, and each `load_account` instance's log, for why"
+        )
+    return lines

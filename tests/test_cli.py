@@ -66,8 +66,8 @@ def test_run_stops_with_one_clear_line_when_spotify_rejects_the_token(spotify_se
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "error: Spotify rejected the refresh token (invalid_grant)" in result.stderr
-    assert "python -m pipelines auth" in result.stderr
+    assert "account default: not loaded, it needs a new authorisation (Spotify answered invalid_grant" in result.stderr
+    assert "Fix: python -m pipelines auth\n" in result.stderr
     for secret in (SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, database_url.password):
         assert secret not in result.stdout + result.stderr
 

@@ -67,8 +67,12 @@ def app_setting(env: str, secret_key: str) -> str:
     return str(value)
 
 
-def spotify_app() -> SpotifyApp:
-    """SPOTIFY_CLIENT_ID/SECRET (or `.dlt/secrets.toml`) and SPOTIFY_API_URL/ACCOUNTS_URL (or Spotify's)."""
+def spotify_app(client_id: str | None = None) -> SpotifyApp:
+    """SPOTIFY_CLIENT_ID/SECRET (or `.dlt/secrets.toml`) and SPOTIFY_API_URL/ACCOUNTS_URL (or Spotify's).
+
+    `client_id` names another app (development-mode apps take 5 listeners each): its secret comes from
+    `SPOTIFY_CLIENT_SECRET_<client_id>`, else `[sources.spotify.apps.<client_id>]` in `.dlt/secrets.toml`.
+    """
     from pipelines.load import check_urls
 
     urls = {
@@ -76,11 +80,25 @@ def spotify_app() -> SpotifyApp:
         "accounts_url": os.environ.get("SPOTIFY_ACCOUNTS_URL") or settings.DEFAULT_ACCOUNTS_URL,
     }
     check_urls(urls)
-    return SpotifyApp(
-        client_id=app_setting("SPOTIFY_CLIENT_ID", "client_id"),
-        client_secret=app_setting("SPOTIFY_CLIENT_SECRET", "client_secret"),
-        **urls,
-    )
+    default_id = app_setting("SPOTIFY_CLIENT_ID", "client_id")
+    if client_id is None or client_id == default_id:
+        return SpotifyApp(default_id, app_setting("SPOTIFY_CLIENT_SECRET", "client_secret"), **urls)
+    return SpotifyApp(client_id, _other_app_secret(client_id), **urls)
+
+
+def _other_app_secret(client_id: str) -> str:
+    import dlt
+
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", client_id):
+        raise ConfigError(f"{client_id[:64]!r} is not a Spotify client id (letters and digits)")
+    env = f"SPOTIFY_CLIENT_SECRET_{client_id}"
+    secret = os.environ.get(env) or dlt.secrets.get(f"sources.spotify.apps.{client_id}.client_secret")
+    if not secret:
+        raise ConfigError(
+            f"the Spotify app {client_id} has no secret configured: export {env} (or put client_secret under "
+            f"[sources.spotify.apps.{client_id}] in .dlt/secrets.toml)"
+        )
+    return str(secret)
 
 
 @dataclass(frozen=True)
@@ -240,8 +258,9 @@ def _replaces(stored: tuple[str, datetime | None, str | None] | None, configured
 
 
 def _store_configured(store: AccountStore, configured: ConfiguredToken, *, replacing: bool) -> Account | None:
+    from pipelines.account_loads import rejected_detail
     from pipelines.load import persist_rotated_token
-    from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
+    from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError, SpotifyTokenRejected
 
     try:
         app = spotify_app()
@@ -263,7 +282,7 @@ def _store_configured(store: AccountStore, configured: ConfiguredToken, *, repla
         if replacing:
             _tried(store, configured, "Spotify refused it too")
             return None
-        status, detail = "needs_auth", _first_line(exc)
+        status, detail = "needs_auth", rejected_detail() if isinstance(exc, SpotifyTokenRejected) else _first_line(exc)
     except SpotifyApiError as exc:
         log.warning("could not ask Spotify whose token %s holds (%s); storing it all the same", configured.source, exc)
     else:

@@ -35,6 +35,13 @@ class SpotifyAuthError(PipelineError):
     """The app credentials or the refresh token were rejected: the user has to re-authorise."""
 
 
+class SpotifyTokenRejected(SpotifyAuthError):
+    """Spotify answered `invalid_grant`: this listener's refresh token is dead (expired or revoked).
+
+    Spotify says not to retry it: the listener has to go through login again.
+    """
+
+
 def to_unix_ms(moment: datetime) -> int:
     """Spotify's cursors are unix milliseconds; integer arithmetic avoids float rounding."""
     if moment.tzinfo is None:
@@ -107,7 +114,8 @@ class SpotifyClient:
             error = (body or {}).get("error", f"HTTP {response.status_code}") if isinstance(body, dict) else "?"
             if error in {"invalid_grant", "invalid_client"}:
                 what = "refresh token" if error == "invalid_grant" else "client id/secret"
-                raise SpotifyAuthError(
+                rejected = SpotifyTokenRejected if error == "invalid_grant" else SpotifyAuthError
+                raise rejected(
                     f"Spotify rejected the {what} ({error}). Check SPOTIFY_CLIENT_ID/SPOTIFY_CLIENT_SECRET and "
                     "run `python -m pipelines auth` again to authorise."
                 )

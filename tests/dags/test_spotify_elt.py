@@ -12,7 +12,9 @@ from pipelines.database import DatabaseUrl
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 from tests.conftest import SPOTIFY_CLIENT_SECRET, query
 
-LOAD_TASK = "load_recently_played"
+LOAD_TASK = "load_account"
+ACCOUNTS_TASK = "accounts_to_load"
+REPORT_TASK = "report_loads"
 DOCS_TASK = "publish_dbt_docs"
 
 
@@ -40,7 +42,7 @@ def test_dag_runs_one_at_a_time_hourly_without_catchup_and_retries(dagbag):
     assert dag.catchup is False
     assert dag.schedule == "@hourly"
     assert dag.tags and dag.doc_md
-    assert all(task.retries >= 1 for task in dag.tasks)
+    assert all(task.retries >= 1 for task in dag.tasks if task.task_id != REPORT_TASK)
 
 
 def test_a_failing_load_retries_later_each_time(dagbag):
@@ -81,13 +83,25 @@ def test_watchers_can_keep_cosmos_own_behaviour(manifest, airflow_db, monkeypatc
     assert watchers and not any(task.start_from_trigger for task in watchers)
 
 
-def test_load_runs_before_every_dbt_task(dagbag):
+def test_the_loads_run_before_every_dbt_task_and_dbt_runs_however_they_end(dagbag):
     dag = dagbag.dags[DAG_ID]
-    dbt_tasks = [task for task in dag.tasks if task.task_id not in (LOAD_TASK, DOCS_TASK)]
-    assert {task.task_id.split(".")[0] for task in dbt_tasks} == {"transform"}
-    assert dag.get_task(LOAD_TASK).upstream_task_ids == set()
+    dbt_tasks = [task for task in dag.tasks if task.task_id.startswith("transform.")]
+    assert dag.get_task(ACCOUNTS_TASK).upstream_task_ids == set()
+    assert dag.get_task(LOAD_TASK).upstream_task_ids == {ACCOUNTS_TASK}
+    assert dag.get_task("prepare_transform").upstream_task_ids == {LOAD_TASK}
+    assert dag.get_task("prepare_transform").trigger_rule == "all_done"
     for task in dbt_tasks:
-        assert LOAD_TASK in task.get_flat_relative_ids(upstream=True)
+        assert "prepare_transform" in task.get_flat_relative_ids(upstream=True)
+    # the account outcomes end the run: a leaf, so a failed load fails the DAG run even when dbt is green
+    report = dag.get_task(REPORT_TASK)
+    assert report.trigger_rule == "all_done" and report.downstream_task_ids == set()
+    assert LOAD_TASK in report.upstream_task_ids
+
+
+def test_the_load_is_mapped_over_accounts_in_the_spotify_pool(dagbag):
+    load = dagbag.dags[DAG_ID].get_task(LOAD_TASK)
+    assert load.pool == "spotify_api"
+    assert "account" in load.map_index_template
 
 
 def test_docs_are_published_after_every_dbt_task_succeeds(dagbag):
@@ -109,6 +123,16 @@ def test_dbt_tasks_cover_the_source_and_every_mart_with_tests(dagbag):
     assert any("recently_played" in task_id and "source" in task_id for task_id in task_ids)
 
 
+def single_listener_settings(spotify_server, monkeypatch, tmp_path) -> None:
+    """The app and the listener's refresh token in the environment, as a single-listener setup has them."""
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "test-client-id")
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", SPOTIFY_CLIENT_SECRET)
+    monkeypatch.setenv("SPOTIFY_REFRESH_TOKEN", spotify_server.current_refresh_token)
+    monkeypatch.setenv("SPOTIFY_API_URL", spotify_server.api_url)
+    monkeypatch.setenv("SPOTIFY_ACCOUNTS_URL", spotify_server.accounts_url)
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+
+
 def run_dag_once(database_url, spotify_server, monkeypatch, tmp_path):
     """One `dag.test()` run against the test database and the sample server; returns the DAG run.
 
@@ -118,12 +142,7 @@ def run_dag_once(database_url, spotify_server, monkeypatch, tmp_path):
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     monkeypatch.setenv(f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}", str(database_url))
-    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "test-client-id")
-    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", SPOTIFY_CLIENT_SECRET)
-    monkeypatch.setenv("SPOTIFY_REFRESH_TOKEN", spotify_server.current_refresh_token)
-    monkeypatch.setenv("SPOTIFY_API_URL", spotify_server.api_url)
-    monkeypatch.setenv("SPOTIFY_ACCOUNTS_URL", spotify_server.accounts_url)
-    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    single_listener_settings(spotify_server, monkeypatch, tmp_path)
     # dag.test() runs one task at a time, so a watcher that starts before the producer would wait forever:
     # it runs the per-model design (the watcher design runs on a real scheduler in tests/deployment).
     monkeypatch.setenv("SPOTIFY_ELT_DBT_EXECUTION", "local")
@@ -177,3 +196,56 @@ def test_dag_run_of_an_export_only_listener_builds_the_marts(
         (4, 4)
     ]
     assert query(database_url, "select count(*) from analytics.listening_plays") == [(4,)]
+
+
+def test_a_dag_run_maps_the_load_over_the_accounts_and_one_failing_never_holds_the_others(
+    manifest, airflow_db, database_url, spotify_server, monkeypatch, tmp_path
+):
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from cryptography.fernet import Fernet
+
+    from pipelines.sample_server import demo_history
+    from pipelines.spotify import accounts, settings
+    from pipelines.spotify.token_store import AccountStore, TokenCipher
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("SPOTIFY_TOKEN_KEY", key)
+    monkeypatch.setattr(settings, "BACKOFF_BASE_SECONDS", 0.05)
+    store = AccountStore(database_url, cipher=TokenCipher([key], "the test key"))
+    spotify_server.add_plays(demo_history(datetime.now(UTC), count=20))
+    # the single-listener setup's token becomes the account `default` before others are added, as `accounts add` does
+    single_listener_settings(spotify_server, monkeypatch, tmp_path)
+    accounts.ensure_default_account(database_url, store=store)
+    listeners = {}
+    for seed, name in enumerate(("ben", "cy", "dee", "eve"), start=1):
+        listeners[name] = spotify_server.add_listener(f"{name}-id")
+        listeners[name].add_plays(demo_history(datetime.now(UTC), count=8, seed=seed))
+        store.add(
+            name,
+            listeners[name].current_refresh_token,
+            user_id=f"{name}-id",
+            client_id="test-client-id",
+            authorised_at=datetime.now(UTC),
+        )
+    listeners["ben"].revoke_refresh_token()
+    rotated = listeners["cy"].rotate_refresh_token()
+    listeners["dee"].enqueue_rate_limit("/v1/me/player/recently-played", retry_after=1, quota=True, times=2)
+    listeners["dee"].enqueue_fault("/v1/me/player/recently-played", 500, times=2)
+
+    run = run_dag_once(database_url, spotify_server, monkeypatch, tmp_path)
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=DAG_ID, run_id=run.run_id).all()
+        loads = {ti.rendered_map_index: ti.state for ti in tis if ti.task_id == LOAD_TASK}
+        others = {ti.task_id: ti.state for ti in tis if ti.task_id != LOAD_TASK}
+    # one instance per account, labelled with its name; ben's dead token fails his alone
+    assert loads == {"ben": "failed", "cy": "success", "default": "success", "dee": "success", "eve": "success"}
+    assert others[REPORT_TASK] == "failed" and run.state == "failed"
+    assert {task: state for task, state in others.items() if task != REPORT_TASK} == dict.fromkeys(
+        [task for task in others if task != REPORT_TASK], "success"
+    )
+    plays = query(database_url, "select user_id, count(*), count(distinct play_id) from analytics.plays group by 1")
+    assert sorted(plays) == [("cy-id", 8, 8), ("dee-id", 8, 8), ("eve-id", 8, 8), ("listener-1", 20, 20)]
+    assert store.get("ben").status == "needs_auth"
+    assert store.refresh_token("cy") == rotated

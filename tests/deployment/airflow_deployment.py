@@ -101,9 +101,13 @@ class AirflowDeployment:
             raise RuntimeError(f"pipelines {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
     def migrate(self) -> None:
+        """`airflow db migrate`, then the pool the load needs (the deploy steps docs/deploy.md asks for)."""
+        from pipelines.orchestration import pool_command
+
         self.home.mkdir(parents=True, exist_ok=True)
         self._metadata = ensure_role_and_database(self.admin_db, "airflow_test", self.password, self.metadata_dbname)
         self._run("db", "migrate")
+        self._run(*pool_command()[1:])
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         """Start `airflow <args>` as its own process group, logging to `<home>/logs/<name>.log`."""
@@ -247,5 +251,9 @@ class AirflowDeployment:
             "task_instances"
         ]
 
-    def tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        return self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries")["task_instances"]
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> list[dict[str, Any]]:
+        """Every try of a task instance (of one mapped instance, given its `map_index`), oldest first."""
+        mapped = "" if map_index is None else f"/{map_index}"
+        return self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}{mapped}/tries")[
+            "task_instances"
+        ]

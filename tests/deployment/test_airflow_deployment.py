@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from pipelines.settings import DAG_ID
 from tests.conftest import query
@@ -24,7 +25,8 @@ from tests.test_cli import spotify_env
 pytestmark = pytest.mark.deployment
 
 DEPLOY_DOC = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
-LOAD_TASK = "load_recently_played"
+LOAD_TASK = "load_account"
+TOKEN_KEY = Fernet.generate_key().decode()
 PLAYS = 40
 HOURLY_PLAYS = 6
 
@@ -53,6 +55,8 @@ def deployment(
         "SPOTIFY_ELT_HOME": str(tmp_path / "state"),
         # runs come from this test's trigger only: an hourly run of the scheduler's own would queue in front
         "SPOTIFY_ELT_SCHEDULE": "none",
+        # the key every worker and the CLI share for the accounts' stored refresh tokens
+        "SPOTIFY_TOKEN_KEY": TOKEN_KEY,
     }
     yield deployment
     deployment.close()
@@ -75,29 +79,77 @@ def assert_marts_hold_every_play_once(database_url, plays: int) -> None:
 
 
 def states(tis: list[dict[str, Any]]) -> dict[str, str]:
-    return {ti["task_id"]: ti["state"] for ti in tis}
+    """Each task instance's state, mapped ones as `task[label]` (the label is the account, map_index_template)."""
+    return {_name(ti): ti["state"] for ti in tis}
 
 
-def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, database_url, spotify_server):
+def _name(ti: dict[str, Any]) -> str:
+    return ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti.get('rendered_map_index')}]"
+
+
+def plays_per_user(database_url) -> dict[str, tuple[int, int]]:
+    rows = query(
+        database_url, "select user_id, count(*), count(distinct played_at) from raw.recently_played group by 1"
+    )
+    return {user: (count, distinct) for user, count, distinct in rows}
+
+
+def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
+    deployment, database_url, spotify_server
+):
     from pipelines.sample_server import demo_history
+    from pipelines.spotify.token_store import AccountStore, TokenCipher
 
     # days back: the hour's plays below (sessions apart by up to half a day) all come after these
     spotify_server.add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=PLAYS))
+    # three more listeners beside the single-listener setup's (which becomes the account `default`)
+    store = AccountStore(database_url, cipher=TokenCipher([TOKEN_KEY], "the test key"))
+    deployment.run_pipelines("accounts", "list")  # the single-listener setup's token becomes the account `default`
+    assert [account.name for account in store.list()] == ["default"]
+    others = {}
+    for name in ("ben", "cy", "dee"):
+        others[name] = spotify_server.add_listener(f"{name}-id")
+        others[name].add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=10, seed=len(others)))
+        store.add(
+            name,
+            others[name].current_refresh_token,
+            user_id=f"{name}-id",
+            client_id="test-client-id",
+            authorised_at=datetime.now(UTC),
+        )
+    others["ben"].revoke_refresh_token()
+    rotated = others["cy"].rotate_refresh_token()
+    others["dee"].enqueue_rate_limit("/v1/me/player/recently-played", retry_after=1, times=2)
+    others["dee"].enqueue_fault("/v1/me/player/recently-played", 503, times=2)
     start(deployment)
 
     run_id = deployment.trigger(DAG_ID)
     state = deployment.wait_for_run(DAG_ID, run_id)
-    tis = deployment.task_instances(DAG_ID, run_id)
+    tis = states(deployment.task_instances(DAG_ID, run_id))
 
-    assert state == "success", states(tis)
-    assert set(states(tis).values()) == {"success"}
-    assert_marts_hold_every_play_once(database_url, PLAYS)
+    # ben's dead token fails his load, at once and for good; the others load and the marts build
+    assert state == "failed", tis
+    assert {task: s for task, s in tis.items() if s != "success"} == {
+        f"{LOAD_TASK}[ben]": "failed",
+        "report_loads": "failed",
+    }
+    ben = deployment.tries(DAG_ID, run_id, LOAD_TASK, map_index=0)
+    assert [(t["try_number"], t["state"]) for t in ben] == [(1, "failed")]
+    assert plays_per_user(database_url) == {"listener-1": (PLAYS, PLAYS), "cy-id": (10, 10), "dee-id": (10, 10)}
+    assert query(database_url, "select count(*) from analytics.plays") == [(PLAYS + 20,)]
+    assert store.get("ben").status == "needs_auth"
+    assert store.refresh_token("cy") == rotated
     # every model still has a task of its own in the UI
-    assert {"transform.plays.run", "transform.listening_sessions.run", "transform.dbt_producer_watcher"} <= set(
-        states(tis)
-    )
+    assert {"transform.plays.run", "transform.listening_sessions.run", "transform.dbt_producer_watcher"} <= set(tis)
 
-    # an hourly run after it: incremental models, the same tasks, every play still once
+    # ben authorises again; the hourly run after it: everyone's new plays, ben's whole history, incremental marts
+    store.add(
+        "ben",
+        others["ben"].reauthorize(),
+        user_id="ben-id",
+        client_id="test-client-id",
+        authorised_at=datetime.now(UTC),
+    )
     spotify_server.add_plays(demo_history(datetime.now(UTC), count=HOURLY_PLAYS, seed=11))
     run_id = deployment.trigger(DAG_ID)
     state = deployment.wait_for_run(DAG_ID, run_id)
@@ -105,10 +157,23 @@ def test_a_run_on_the_local_executor_loads_and_builds_every_mart(deployment, dat
 
     assert state == "success", states(tis)
     assert {(ti["state"], ti["try_number"]) for ti in tis} == {("success", 1)}
-    assert_marts_hold_every_play_once(database_url, PLAYS + HOURLY_PLAYS)
+    assert plays_per_user(database_url) == {
+        "listener-1": (PLAYS + HOURLY_PLAYS,) * 2,
+        "ben-id": (10, 10),
+        "cy-id": (10, 10),
+        "dee-id": (10, 10),
+    }
+    assert query(database_url, "select count(*), count(distinct play_id) from analytics.plays") == [(PLAYS + 36,) * 2]
     # the watchers waited in the triggerer and ended there: none of them took a worker (airflow_watchers.py)
     on_workers = {ti["task_id"] for ti in tis if ti["hostname"]}
-    assert on_workers == {"load_recently_played", "transform.dbt_producer_watcher", "publish_dbt_docs"}
+    assert on_workers == {
+        "accounts_to_load",
+        LOAD_TASK,
+        "prepare_transform",
+        "report_loads",
+        "transform.dbt_producer_watcher",
+        "publish_dbt_docs",
+    }
 
 
 def test_a_model_that_fails_in_the_build_is_retried_alone(deployment, postgres_admin, database_url, spotify_server):
@@ -176,7 +241,7 @@ def test_celery_workers_finish_the_run_when_one_is_killed_mid_task(deployment, d
 
     state = deployment.wait_for_run(DAG_ID, run_id, timeout=900)
     tis = deployment.task_instances(DAG_ID, run_id)
-    tries = deployment.tries(DAG_ID, run_id, LOAD_TASK)
+    tries = deployment.tries(DAG_ID, run_id, LOAD_TASK, map_index=0)
 
     assert state == "success", states(tis)
     # the killed try failed, and Airflow retried it on the worker that was left
@@ -188,7 +253,7 @@ def test_celery_workers_finish_the_run_when_one_is_killed_mid_task(deployment, d
 def _executed(deployment: AirflowDeployment, worker: str, task_id: str, try_number: int) -> bool:
     """Whether `worker`'s log shows it executing that try (the task instance's hostname is the machine's)."""
     log = (deployment.home / "logs" / f"worker-{worker}.log").read_text(errors="replace")
-    return f"task_id={task_id}/attempt={try_number}.log" in log
+    return re.search(rf"task_id={re.escape(task_id)}/(map_index=\d+/)?attempt={try_number}\.log", log) is not None
 
 
 def _by_who_runs(
