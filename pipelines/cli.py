@@ -228,8 +228,13 @@ def import_history(
     paths: list[str] = typer.Argument(  # noqa: B008 (typer's idiom)
         ..., help="The export's .zip (my_spotify_data.zip), its extracted folder, or streaming-history JSON files."
     ),
+    account: str = typer.Option(
+        None, "--account", help="The listener whose export it is (needed when there are several accounts)."
+    ),
     user_id: str = typer.Option(
-        None, "--user-id", help="Spotify user the plays belong to (default: the one user in raw.recently_played)."
+        None,
+        "--user-id",
+        help="Spotify user the plays belong to, without accounts (default: the one user in raw.recently_played).",
     ),
     include_network_data: bool = typer.Option(
         False, "--include-network-data", help="Also store IP addresses and user agents (not stored by default)."
@@ -238,7 +243,10 @@ def import_history(
         False, "--skip-invalid-files", help="Import the valid files even if some are rejected (default: none)."
     ),
 ) -> None:
-    """Import Spotify's data export (streaming history) into raw: fills gaps and history before the first load."""
+    """Import Spotify's data export (streaming history) into raw: fills gaps and history before the first load.
+
+    A file of another listener's export (older files name the Spotify user) is refused; the others are imported.
+    """
     from pathlib import Path
 
     from pipelines.export.command import run_import
@@ -250,6 +258,7 @@ def import_history(
             [Path(path) for path in paths],
             console=console,
             user_id=user_id,
+            account=account,
             include_network_data=include_network_data,
             skip_invalid_files=skip_invalid_files,
         )
@@ -366,21 +375,45 @@ def wrapped(
     year: int = typer.Option(None, "--year", help="Calendar year to wrap (default: this year)."),
     start: str = typer.Option(None, "--from", help="First day of a custom period, YYYY-MM-DD (with --to)."),
     end: str = typer.Option(None, "--to", help="Last day of the custom period, inclusive."),
-    user: str = typer.Option(None, "--user", help="Listener's Spotify user id, when analytics holds several."),
-    output_dir: str = typer.Option(None, "--output-dir", "-o", help="Folder to write (default: wrapped/<period>)."),
+    account: str = typer.Option(None, "--account", help="The listener to wrap (needed when there are several)."),
+    user: str = typer.Option(
+        None, "--user", help="Listener's Spotify user id instead of --account (e.g. as the analyst role)."
+    ),
+    output_dir: str = typer.Option(
+        None, "--output-dir", "-o", help="Folder to write (default: wrapped/<period>, wrapped/<account>/<period>)."
+    ),
 ) -> None:
     """Write your Wrapped: one offline HTML page plus PNG charts, read (only) from the analytics marts."""
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from pipelines.spotify.accounts import resolve_account
     from pipelines.wrapped import period, write_report
 
     chosen = period.resolve(year, start, end, today=datetime.now(UTC).date())
-    report = write_report(resolve_database(), chosen, Path(output_dir or Path("wrapped") / chosen.slug), user)
+    database = resolve_database()
+    listener = resolve_account(database, account, user_id=user)
+    if listener is not None and listener.user_id is not None:
+        user = listener.user_id
+    folder = Path(output_dir) if output_dir else Path("wrapped", *([account] if account else []), chosen.slug)
+    report = write_report(database, chosen, folder, user, account=listener.name if listener else None)
+    whose = f" for {listener.name}" if listener is not None and account else ""
     console.print(
-        f"[bold green]Wrapped {chosen.label}:[/] {report.data.minutes_listened:,} minutes, "
+        f"[bold green]Wrapped {chosen.label}{whose}:[/] {report.data.minutes_listened:,} minutes, "
         f"{report.data.plays:,} plays. Open {report.html}"
     )
+
+
+@app.command()
+@_friendly_errors
+def coverage(
+    account: str = typer.Option(None, "--account", help="Only this listener (default: every account)."),
+) -> None:
+    """Per listener: the time covered by API loads and by imported exports, and the open gaps (last transform's)."""
+    from pipelines.wrapped import coverage as report
+
+    for line in report.render(report.coverage(resolve_database(), account)):
+        typer.echo(line)
 
 
 @accounts_app.command("add")

@@ -16,6 +16,7 @@ from pipelines.database import DatabaseUrl
 from pipelines.errors import PipelineError
 from pipelines.export.importer import ImportSummary, import_history
 from pipelines.export.inputs import Discovery, ExportFile
+from pipelines.spotify.accounts import resolve_account
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +27,24 @@ def run_import(
     *,
     console: Console,
     user_id: str | None = None,
+    account: str | None = None,
     include_network_data: bool = False,
     skip_invalid_files: bool = False,
 ) -> ImportSummary:
     """Import `paths` into `database`, showing progress (files, rows, rows/s) and a summary on `console`.
 
+    The plays are the Spotify user of `account` (`--account`); without it, of the only account, else of `user_id`
+    or the one user in raw.recently_played, as before accounts (`accounts.resolve_account`).
+
     Raises:
-        PipelineError: the import failed (nothing was imported); one line, never a traceback, even for a
-            failure no one foresaw (its traceback is logged at debug level: `--verbose` shows it).
+        ConfigError: several accounts and none chosen, or an unknown account.
+        PipelineError: the import failed (nothing was imported), or every file with plays was another listener's;
+            one line, never a traceback, even for a failure no one foresaw (its traceback is logged at debug
+            level: `--verbose` shows it).
     """
+    chosen = resolve_account(database, account, user_id=user_id)
+    if chosen is not None and chosen.user_id is not None:
+        user_id, account = chosen.user_id, chosen.name
     display = _ProgressDisplay(console)
     try:
         with display.progress:
@@ -42,6 +52,7 @@ def run_import(
                 database,
                 paths,
                 user_id=user_id,
+                account=account,
                 include_network_data=include_network_data,
                 skip_invalid_files=skip_invalid_files,
                 on_discovered=display.discovered,
@@ -57,6 +68,12 @@ def run_import(
             "(run with --verbose for details)"
         ) from None
     print_summary(summary, console, include_network_data)
+    if summary.refused and not summary.rows_read:
+        whose = f"account {summary.account}" if summary.account else f"Spotify user {summary.user_id}"
+        raise PipelineError(
+            f"nothing was imported: every file with plays is another listener's export, not {whose}'s "
+            "(see `refused` above)"
+        )
     return summary
 
 
@@ -107,7 +124,10 @@ class _ProgressDisplay:
 
 def print_summary(summary: ImportSummary, console: Console, include_network_data: bool) -> None:
     """The end-of-import summary: rows read, loaded, duplicates skipped, rejected files with reasons."""
-    table = Table(title=f"import-history for user {summary.user_id}", show_header=False, title_justify="left")
+    whose = (
+        f"account {summary.account} (Spotify user {summary.user_id})" if summary.account else f"user {summary.user_id}"
+    )
+    table = Table(title=f"import-history for {whose}", show_header=False, title_justify="left")
     table.add_column(justify="left")
     table.add_column(justify="right")
     table.add_row("files read", f"{summary.files_read:,}")
@@ -119,12 +139,16 @@ def print_summary(summary: ImportSummary, console: Console, include_network_data
     if summary.files_reread:
         table.add_row("files read twice (plays sharing a key, or stored already)", f"{summary.files_reread:,}")
     table.add_row("files rejected", f"{len(summary.rejected):,}")
+    if summary.refused:
+        table.add_row("files refused (another listener's export)", f"{len(summary.refused):,}")
     table.add_row("other export files (not streaming history)", f"{len(summary.files_skipped):,}")
     table.add_row("time", f"{summary.seconds:,.1f} s ({summary.rows_per_second:,.0f} rows/s)")
     table.add_row("IP addresses and user agents", "stored" if include_network_data else "not stored")
     console.print(table)
     for error in summary.rejected:
         console.print(f"[bold yellow]rejected:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+    for refused in summary.refused:
+        console.print(f"[bold yellow]refused:[/] {escape(str(refused))}", highlight=False, soft_wrap=True)
     for warning in summary.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if summary.files_skipped:

@@ -16,9 +16,12 @@ parsed. A file goes one of two ways:
 
 The files are logged in `raw.export_files`, and everything commits at once: a reimport adds nothing, a file
 that fails validation leaves nothing behind, a crash or kill rolls the whole import back, and what is already
-stored is never touched. The API's loads go through dlt (incremental cursor, merge, schema evolution); the
-export is a one-off bulk load of a fixed format, where dlt's extract, normalise and load steps (one after
-the other, with files in between) would cost more than the whole import (bench/RESULTS.md).
+stored is never touched. A file of another listener's export (older files name the Spotify user in every play)
+is refused on its own: nothing of it is loaded, the other files are.
+
+The API's loads go through dlt (incremental cursor, merge, schema evolution); the export is a one-off bulk load
+of a fixed format, where dlt's extract, normalise and load steps (one after the other, with files in between)
+would cost more than the whole import (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from pipelines.export.formats import (
     primary_key,
 )
 from pipelines.export.inputs import Discovery, ExportFile, discover
-from pipelines.export.problems import ExportFileError, ImportRejectedError
+from pipelines.export.problems import ExportFileError, ImportRejectedError, OtherListenerError
 from pipelines.export.raw_tables import (
     LOAD_ID_COLUMN,
     RAW_SCHEMA,
@@ -72,12 +75,14 @@ class ImportSummary:
     """What an import did, for the CLI summary and for tests."""
 
     user_id: str
+    account: str | None = None  # the account asked for (`--account`), when there is one
     files_read: int = 0
     files_skipped: list[str] = field(default_factory=list)  # the export's other files (not streaming history)
     rows_read: int = 0
     rows_loaded: int = 0
     duplicates_skipped: int = 0  # plays read that were stored already (by an earlier import, or earlier in this one)
     rejected: list[ExportFileError] = field(default_factory=list)
+    refused: list[OtherListenerError] = field(default_factory=list)  # other listeners' files, never loaded
     warnings: list[str] = field(default_factory=list)  # one line each, naming the file (e.g. a file without plays)
     loaded_by_table: dict[str, int] = field(default_factory=dict)
     load_id: str | None = None
@@ -94,6 +99,7 @@ def import_history(
     paths: Iterable[Path],
     *,
     user_id: str | None = None,
+    account: str | None = None,
     include_network_data: bool = False,
     skip_invalid_files: bool = False,
     on_discovered: Callable[[Discovery], None] | None = None,
@@ -106,6 +112,7 @@ def import_history(
         database: Where `raw` lives.
         paths: The export's `.zip`, its extracted folder, or single JSON files.
         user_id: The Spotify user the plays belong to; default: the only user in raw.recently_played.
+        account: The account `user_id` is, named when a file turns out to be another listener's.
         include_network_data: Also store IP addresses and user agents (off by default).
         skip_invalid_files: Import the valid files even when some are rejected (default: import nothing).
         on_discovered: Told which files will be read, before reading starts.
@@ -115,6 +122,7 @@ def import_history(
     Raises:
         ConfigError: nothing to import, or the user is ambiguous.
         ImportRejectedError: a file is invalid (and skipping was not asked for); nothing was imported.
+            Another listener's file (older exports name the user) is no reason: it is left out, in `refused`.
         PipelineError: the database failed; nothing was imported.
     """
     started = time.perf_counter()
@@ -130,7 +138,7 @@ def import_history(
         ensure_tables(database)
     except psycopg2.Error as exc:
         raise PipelineError(f"the import failed, nothing was imported: {_first_line(exc)}") from None
-    summary = ImportSummary(user_id=user, files_skipped=found.skipped, load_id=create_load_id())
+    summary = ImportSummary(user_id=user, account=account, files_skipped=found.skipped, load_id=create_load_id())
     tracker = ReadTracker(skip_invalid_files=skip_invalid_files, on_progress=on_progress)
 
     conn = database.connect()
@@ -150,7 +158,8 @@ def import_history(
         conn.close()  # without a commit, PostgreSQL rolls everything back
 
     summary.files_read = len(tracker.files)
-    summary.rejected = [*found.rejected, *tracker.rejected]
+    summary.rejected = [*found.rejected, *(e for e in tracker.rejected if not isinstance(e, OtherListenerError))]
+    summary.refused = [e for e in tracker.rejected if isinstance(e, OtherListenerError)]
     summary.rows_read = tracker.rows_read
     summary.loaded_by_table = loaded
     summary.rows_loaded = sum(loaded.values())
@@ -215,7 +224,9 @@ class _ImportRun:
         if count:
             self.tracker.files.append(report)
         started = False
-        batches = read_batches(export_file, self.summary.user_id, self.include_network_data)
+        batches = read_batches(
+            export_file, self.summary.user_id, self.include_network_data, account=self.summary.account
+        )
         times = AscendingTimes(export_format.time_column)
         try:
             first = next(batches, None)
@@ -234,7 +245,8 @@ class _ImportRun:
             if started:
                 worker.abort()
             report.error = exc
-            if not self.tracker.skip_invalid_files:
+            # Another listener's file is not broken: the rest of the export is still this listener's to import.
+            if not self.tracker.skip_invalid_files and not isinstance(exc, OtherListenerError):
                 raise ImportRejectedError([exc]) from None
             log.warning("skipping %s", exc)
         else:

@@ -22,6 +22,30 @@ class ExportFileError(PipelineError):
         super().__init__(f"{where}: {problem}")
 
 
+class OtherListenerError(ExportFileError):
+    """A file of another listener's export: its plays name another Spotify user (`username`, which older exports
+    such as `endsong_*.json` carry). Nothing of it is loaded; unlike a broken file, it never stops the import's
+    other files.
+
+    Attributes:
+        username: The Spotify user the file's plays name.
+        user_id: The Spotify user the import is for.
+        account: The account asked for (`--account`), when there is one.
+    """
+
+    def __init__(self, file: str, row: int | None, *, username: str, user_id: str, account: str | None) -> None:
+        self.username = username
+        self.user_id = user_id
+        self.account = account
+        asked = f"account {account} (Spotify user {user_id})" if account else f"Spotify user {user_id}"
+        super().__init__(
+            file,
+            row,
+            f"looks like Spotify user {username}'s export (its plays' `username`), not that of {asked}: "
+            "nothing imported from it; import it with that listener's --account",
+        )
+
+
 class ImportRejectedError(PipelineError):
     """One or more files were rejected, so nothing was imported (the database is unchanged)."""
 

@@ -25,7 +25,7 @@ from pipelines.export.copy_text import is_plain, mark_plain
 from pipelines.export.formats import ExportFormat, arrow_schema, item_key
 from pipelines.export.inputs import ExportFile
 from pipelines.export.json_array import CHUNK_BYTES, Chunk, JsonArrayError, TruncatedArrayError, iter_decoded
-from pipelines.export.problems import ExportFileError
+from pipelines.export.problems import ExportFileError, OtherListenerError
 from pipelines.export.read_ahead import read_ahead
 from pipelines.export.text_encoding import EncodingProblem, Utf8Reader, first_invalid_utf8
 
@@ -40,12 +40,17 @@ def read_batches(
     user_id: str,
     include_network_data: bool,
     chunk_bytes: int = CHUNK_BYTES,
+    *,
+    account: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The plays of `export_file` as Arrow batches (schema: `formats.arrow_schema`).
+    """The plays of `export_file` as Arrow batches (schema: `formats.arrow_schema`), all of them `user_id`'s.
+
+    `account`: the account the import is for, named when a file turns out to be another listener's.
 
     Raises:
         ExportFileError: the file is unreadable, truncated, not text in UTF-8 or UTF-16, not a Spotify history
             file, or a row is invalid.
+        OtherListenerError: a play names another Spotify user than `user_id` (older exports' `username`).
     """
     export_format = export_file.export_format
     decoder = msgspec.json.Decoder(list[export_format.decoding_struct(include_network_data)])  # type: ignore[misc]
@@ -69,7 +74,9 @@ def read_batches(
                 if chunk is None:
                     break
                 if chunk.items:
-                    yield _to_batch(chunk, export_file, user_id, schema, include_network_data, rows_before)
+                    batch = _to_batch(chunk, export_file, user_id, schema, include_network_data, rows_before)
+                    _check_listener(batch, export_file, user_id, account, rows_before)
+                    yield batch
                     rows_before += len(chunk.items)
     except JsonArrayError as exc:
         raise ExportFileError(export_file.name, None, f"not a Spotify streaming history file: {exc}") from None
@@ -164,6 +171,30 @@ def _to_batch(
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
     # Without a backslash in the chunk's JSON, no value has anything for COPY to escape.
     return batch if chunk.has_escapes or not is_plain(user_id) else mark_plain(batch)
+
+
+def _check_listener(
+    batch: pa.RecordBatch, export_file: ExportFile, user_id: str, account: str | None, rows_before: int
+) -> None:
+    """Refuse another listener's file: older exports name the Spotify user in every play (`username`); newer ones,
+    account data and plays with a null `username` say nothing, and pass."""
+    if "username" not in batch.schema.names:
+        return
+    usernames = batch.column("username")
+    if usernames.null_count == len(usernames):
+        return
+    foreign = pc.fill_null(pc.not_equal(usernames, pa.scalar(user_id, pa.string())), False)
+    if not pc.any(foreign).as_py():
+        return
+    index = pc.index(foreign, True).as_py()
+    row = rows_before + index + 1
+    raise OtherListenerError(
+        export_file.name,
+        row if row > 1 else None,  # a whole file of someone else's, the usual case, names no row
+        username=usernames[index].as_py(),
+        user_id=user_id,
+        account=account,
+    )
 
 
 def _times(plays: list, export_format: ExportFormat, export_file: ExportFile, rows_before: int) -> pa.Array:

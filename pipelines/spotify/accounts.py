@@ -633,3 +633,77 @@ def _timestamp(value: Any) -> datetime | None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# -- which listener a per-listener command is about --------------------------------------------------------------
+
+
+def readable_accounts(database: DatabaseUrl) -> list[Account] | None:
+    """Every stored account, by name; [] when none is stored, None when this role may not read them (`analyst`).
+
+    Reads only: unlike `AccountStore`, it never creates the schema, so read-only roles can call it.
+    """
+    from pipelines.spotify.token_store import SCHEMA
+
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            # to_regclass itself fails without USAGE on the schema: ask about the privilege first.
+            cur.execute("select has_schema_privilege(oid, 'usage') from pg_namespace where nspname = %s", (SCHEMA,))
+            schema = cur.fetchone()
+            if schema is None:
+                return []
+            if not schema[0]:
+                return None
+            cur.execute("select to_regclass(%s)", (TABLE,))
+            if cur.fetchone()[0] is None:
+                return []
+            cur.execute("select has_table_privilege(%s, 'select')", (TABLE,))
+            if not cur.fetchone()[0]:
+                return None
+    finally:
+        conn.close()
+    return AccountStore(database).list()
+
+
+def resolve_account(database: DatabaseUrl, name: str | None, *, user_id: str | None = None) -> Account | None:
+    """The account `import-history`, `wrapped` and `coverage` work on, from their `--account` (`name`).
+
+    - `name` given: that account; its Spotify user must be known and match `user_id` (`--user-id`, `--user`) if given.
+    - no name, a `user_id` given: the account of that Spotify user, or None (the single-listener way).
+    - neither: the only account; None when there is none (a single-listener setup, or a role that may not read
+      the accounts): the command then finds its listener as it did before accounts.
+
+    Raises:
+        ConfigError: several accounts and no name (the message lists them), no account called `name`, its Spotify
+            user unknown or not `user_id`, or the accounts unreadable by this role.
+    """
+    from pipelines.spotify.token_store import UnknownAccountError
+
+    if name is not None:
+        validate_name(name)
+    accounts = readable_accounts(database)
+    if name is None:
+        if user_id is not None:
+            return next((account for account in accounts or [] if account.user_id == user_id), None)
+        if accounts and len(accounts) > 1:
+            names = ", ".join(account.name for account in accounts)
+            raise ConfigError(f"there are several accounts ({names}): choose one with --account NAME")
+        return accounts[0] if accounts else None
+    if accounts is None:
+        raise ConfigError(
+            f"{database.user} may not read the accounts (schema accounts), so cannot find account {name}: "
+            "run as the pipeline's role, or name the listener's Spotify user id instead"
+        )
+    account = next((account for account in accounts if account.name == name), None)
+    if account is None:
+        there = f"the accounts are {', '.join(a.name for a in accounts)}" if accounts else "there are no accounts yet"
+        raise UnknownAccountError(f"no account named {name!r} ({there}): see `python -m pipelines accounts list`")
+    if account.user_id is None:
+        raise ConfigError(
+            f"the Spotify user of account {name} is not known yet: run `python -m pipelines load` "
+            f"(or `python -m pipelines auth --account {name}`) first"
+        )
+    if user_id is not None and user_id != account.user_id:
+        raise ConfigError(f"account {name} is Spotify user {account.user_id}, not {user_id}: leave out the user id")
+    return account

@@ -206,19 +206,20 @@ def minutes(listened_ms: int) -> int:
     return (listened_ms + 30_000) // 60_000
 
 
-def _listener(cur: Any, requested: str | None) -> str:
+def _listener(cur: Any, requested: str | None, account: str | None = None) -> str:
     cur.execute("select distinct user_id from analytics.listening_plays order by 1")
     listeners = [row[0] for row in cur.fetchall()]
     if requested is not None:
         if requested not in listeners:
-            raise ConfigError(
-                f"no plays of listener {requested!r} in analytics; known: {', '.join(listeners) or 'none'}"
-            )
+            who = f"account {account} (Spotify user {requested!r})" if account else f"listener {requested!r}"
+            raise ConfigError(f"no plays of {who} in analytics; known: {', '.join(listeners) or 'none'}")
         return requested
     if not listeners:
         raise PipelineError("analytics has no plays yet: run `python -m pipelines run` first")
     if len(listeners) > 1:
-        raise ConfigError(f"analytics holds several listeners ({', '.join(listeners)}): choose one with --user")
+        raise ConfigError(
+            f"analytics holds several listeners ({', '.join(listeners)}): choose one with --account or --user"
+        )
     return listeners[0]
 
 
@@ -227,8 +228,8 @@ def _ranked(cur: Any, statement: str, params: dict[str, Any]) -> list[Ranked]:
     return [Ranked(name or "(unknown)", detail, int(plays), int(ms)) for name, detail, plays, ms in cur.fetchall()]
 
 
-def _collect(cur: Any, period: Period, user: str | None) -> WrappedData:
-    user_id = _listener(cur, user)
+def _collect(cur: Any, period: Period, user: str | None, account: str | None) -> WrappedData:
+    user_id = _listener(cur, user, account)
     params = {"user_id": user_id, "start": period.start, "end": period.end}
 
     cur.execute(_TOTALS, params)
@@ -270,13 +271,16 @@ def _collect(cur: Any, period: Period, user: str | None) -> WrappedData:
     )
 
 
-def fetch(database: DatabaseUrl, period: Period, user: str | None = None) -> WrappedData:
-    """Read a Wrapped's numbers for `user` (default: the only listener) in a read-only transaction."""
+def fetch(database: DatabaseUrl, period: Period, user: str | None = None, account: str | None = None) -> WrappedData:
+    """Read a Wrapped's numbers for `user` (default: the only listener) in a read-only transaction.
+
+    `account`: the account `user` is, named in errors.
+    """
     conn = database.connect()
     try:
         conn.set_session(readonly=True)
         with conn.cursor() as cur:
-            return _collect(cur, period, user)
+            return _collect(cur, period, user, account)
     except pg_errors.UndefinedTable as exc:
         raise PipelineError(
             f"{exc.diag.message_primary}: build the marts first (`python -m pipelines transform`)"
