@@ -500,6 +500,41 @@ def accounts_resume(name: str = typer.Argument(..., help="The paused account to 
     _plain(f"account {name} is active: the next load reads it")
 
 
+@app.command()
+@_friendly_errors
+def forget(
+    name: str = typer.Argument(..., help="The account to forget (see `accounts list`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask: for scripts, and stdin that is not a terminal."),
+) -> None:
+    """Delete a listener and all the pipeline holds of them, for good (Spotify's Developer Policy).
+
+    In one transaction: the account and its refresh token, its plays, gaps and imported export in raw, its dlt
+    state, and its rows in every staging and analytics table; then dlt's working dir of the account. Shows what
+    goes and asks first (README: 'Forgetting a listener').
+    """
+    import sys
+
+    from pipelines import forget as forgetting
+
+    database = resolve_database()
+    plan = forgetting.plan_forget(database, name)
+    for line in plan.describe():
+        _plain(line)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"nothing deleted: forgetting account {name} needs a confirmation, and standard input is not a "
+                f"terminal; run `python -m pipelines forget {name} --yes` to confirm"
+            )
+        if not typer.confirm(f"Forget account {name} and delete all of this?", default=False, err=True):
+            _plain("nothing deleted")
+            raise typer.Exit(1)
+    with _exclusive(database, "forget"):
+        report = forgetting.forget(database, plan)
+    for line in report.lines():
+        _plain(line)
+
+
 @db_app.command("start")
 @_friendly_errors
 def db_start() -> None:

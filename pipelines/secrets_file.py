@@ -61,6 +61,20 @@ def update_refresh_token(path: Path, refresh_token: str) -> None:
     _update(path, {"refresh_token": refresh_token})
 
 
+def remove_refresh_token(path: Path) -> None:
+    """Remove the refresh token (and when it was authorised) from `path`, leaving the app's id and secret."""
+    target = Path(os.path.realpath(path))
+    document = _load(target)
+    spotify: Any = document
+    for key in SECTION:
+        spotify = spotify.get(key) if isinstance(spotify, Mapping) else None
+    if not isinstance(spotify, Mapping):
+        return
+    for key in ("refresh_token", "authorised_at"):
+        spotify.pop(key, None)
+    _write_private(target, tomlkit.dumps(document))
+
+
 def fingerprint(token: str) -> str:
     """A one-way mark of a token, safe to store beside it: which configured token a rotated one replaces."""
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
