@@ -338,15 +338,35 @@ def grant_roles(
     ),
     loader_role: str = typer.Option("loader", help="Role that writes raw and builds staging and analytics."),
     analyst_role: str = typer.Option("analyst", help="Read-only role: analytics only."),
+    listener: str = typer.Option(
+        None,
+        "--listener",
+        metavar="ACCOUNT",
+        help="Instead: a read-only role that sees only this account's rows in analytics "
+        "(password: LISTENER_PASSWORD; README: 'Listener roles').",
+    ),
+    listener_role: str = typer.Option(
+        None, help="Name of the --listener role (default: listener_<account>, '-' as '_')."
+    ),
 ) -> None:
-    """Create least-privilege roles: `loader` and a read-only `analyst` (passwords: LOADER_/ANALYST_PASSWORD)."""
-    from pipelines.roles import run_grant_roles
+    """Create least-privilege roles: `loader` and a read-only `analyst` (passwords: LOADER_/ANALYST_PASSWORD).
 
+    With --listener ACCOUNT, only a read-only role for that listener, which sees their own rows alone.
+    """
+    from pipelines.roles import run_grant_listener, run_grant_roles
+
+    if listener_role is not None and listener is None:
+        raise ConfigError("--listener-role names the role of a --listener ACCOUNT: give --listener too")
     database = resolve_database()
     with _exclusive(database, "grant-roles"):
-        run_grant_roles(
-            database, admin_url=admin_url, loader_role=loader_role, analyst_role=analyst_role, console=console
-        )
+        if listener is not None:
+            run_grant_listener(
+                database, admin_url=admin_url, account=listener, listener_role=listener_role, console=console
+            )
+        else:
+            run_grant_roles(
+                database, admin_url=admin_url, loader_role=loader_role, analyst_role=analyst_role, console=console
+            )
 
 
 @app.command()

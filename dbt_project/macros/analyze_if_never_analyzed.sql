@@ -12,6 +12,17 @@
             if not exists (
                 select from pg_stats
                 where schemaname = '{{ this.schema }}' and tablename = '{{ this.identifier }}'
+            )
+            -- row-level security forced on the owner (macros/listener_row_security.sql) hides pg_stats
+            -- from it: then whether the table was ever analyzed has to do
+            and not (
+                row_security_active('{{ this.include(database=false) }}'::regclass)
+                and exists (
+                    select from pg_stat_user_tables
+                    where
+                        relid = '{{ this.include(database=false) }}'::regclass
+                        and coalesce(last_analyze, last_autoanalyze) is not null
+                )
             ) then
                 analyze {{ this }};
             end if;
