@@ -178,9 +178,9 @@ class AirflowDeployment:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).ok:
+                if requests.get(f"{self.api_url}/api/v2/monitor/health", timeout=5).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting up
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"the api-server did not answer within {timeout:.0f} s")

@@ -95,16 +95,20 @@ def plays_per_user(database_url) -> dict[str, tuple[int, int]]:
 
 
 def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
-    deployment, database_url, spotify_server
+    deployment, database_url, spotify_server, monkeypatch
 ):
     from pipelines.sample_server import demo_history
+    from pipelines.spotify.accounts import ensure_default_account
     from pipelines.spotify.token_store import AccountStore, TokenCipher
 
     # days back: the hour's plays below (sessions apart by up to half a day) all come after these
     spotify_server.add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=PLAYS))
     # three more listeners beside the single-listener setup's (which becomes the account `default`)
     store = AccountStore(database_url, cipher=TokenCipher([TOKEN_KEY], "the test key"))
-    deployment.run_pipelines("accounts", "list")  # the single-listener setup's token becomes the account `default`
+    # the single-listener setup's token becomes the account `default` (as `accounts add` does before adding others)
+    for name, value in deployment.settings.items():
+        monkeypatch.setenv(name, value)
+    ensure_default_account(database_url, store=store)
     assert [account.name for account in store.list()] == ["default"]
     others = {}
     for name in ("ben", "cy", "dee"):
