@@ -10,7 +10,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export DO_NOT_TRACK := 1
 export PROVIDERS__ENABLE_AIRFLOW_SECRETS := false
 
-.PHONY: setup run test lint format lock psql db-stop clean roles docs bench
+.PHONY: setup run test lint format lock psql db-stop clean roles docs bench bench-accounts
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ docs: setup  ## generate the dbt docs and serve them on http://127.0.0.1:$(DOCS_
 
 bench: setup  ## import-history vs a plain COPY of the same 1M plays, memory, dbt ratio (bench/RESULTS.md)
 	$(BIN)/python bench/export_import.py
+
+bench-accounts: setup  ## one hourly round for 100 listeners x 10k stored plays: CLI, DAG, dbt ratio (bench/RESULTS.md)
+	nice -n 5 $(BIN)/python bench/accounts_scale.py --listeners 100 --plays-per-listener 10000
 
 lint: setup  ## ruff on Python
 	$(BIN)/ruff check .
