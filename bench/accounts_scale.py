@@ -52,9 +52,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from cryptography.fernet import Fernet  # noqa: E402
 from generate_export import FOLDER, PLAYS_PER_FILE, plays  # noqa: E402
 
-from pipelines import airflow_runner, transform  # noqa: E402
+from pipelines import transform  # noqa: E402
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database  # noqa: E402
 from pipelines.orchestration import SPOTIFY_POOL_SLOTS_ENV  # noqa: E402
+from pipelines.orchestration import runner as airflow_runner  # noqa: E402
 from pipelines.sample_server import SampleSpotifyServer, demo_history  # noqa: E402
 from pipelines.settings import DAG_ID  # noqa: E402
 from tests.deployment.airflow_deployment import AirflowDeployment  # noqa: E402

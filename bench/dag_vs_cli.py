@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/dag_vs_cli.py [--designs chosen,local-after-each,...] [--repeats 3]
 
 Everything is measured in one run on the same machine, PostgreSQL and sample server. For each design (a way to
-render the dbt project, see `pipelines/orchestration.py`), a fresh pipeline database gets a first load of the
+render the dbt project, see `pipelines/orchestration/`), a fresh pipeline database gets a first load of the
 sample listener's history; then each repeat adds an hour of plays and times one incremental run:
 - the CLI: `python -m pipelines run` (load + `dbt build` with the source's freshness and tests), wall time;
 - `airflow dags test` (what `make run` does), wall time: in the first design only, since it renders the
@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines import airflow_runner  # noqa: E402
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database  # noqa: E402
+from pipelines.orchestration import runner as airflow_runner  # noqa: E402
 from pipelines.sample_server import SampleSpotifyServer, demo_history  # noqa: E402
 from pipelines.settings import DAG_ID  # noqa: E402
 from tests.deployment.airflow_deployment import AirflowDeployment  # noqa: E402
@@ -53,7 +53,7 @@ DESIGNS = {
     },
     # the producer's dbt as a subprocess: Cosmos parses its JSON log lines, instead of every dbtRunner event
     "watcher-subprocess": {"SPOTIFY_ELT_DBT_INVOCATION": "subprocess"},
-    # the defaults: watchers started and ended in the triggerer (pipelines/airflow_watchers.py), 4 dbt threads
+    # the defaults: watchers started and ended in the triggerer (pipelines/orchestration/watchers.py), 4 dbt threads
     "chosen": {},
 }
 CLIENT = ("bench-client", "bench-secret")

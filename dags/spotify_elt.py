@@ -25,7 +25,9 @@ from airflow.task.trigger_rule import TriggerRule
 from cosmos import DbtTaskGroup
 from cosmos.operators.local import DbtDocsLocalOperator
 
-from pipelines import airflow_docs, airflow_watchers, orchestration, settings
+from pipelines import orchestration, settings
+from pipelines.orchestration import docs as airflow_docs
+from pipelines.orchestration import watchers as airflow_watchers
 
 
 @dag(

@@ -93,7 +93,7 @@ def resolve_database() -> DatabaseUrl:
         # Fail here, in one line naming DATABASE_URL, rather than deep inside dlt, dbt or Airflow.
         configured.connect().close()
         return configured
-    from pipelines import embedded_postgres
+    from pipelines.database import embedded as embedded_postgres
 
     database = embedded_postgres.ensure_database(paths.DATA_DIR / "postgres")
     console.print(f"DATABASE_URL is not set: using the embedded PostgreSQL at {database.redacted()}")
@@ -102,7 +102,7 @@ def resolve_database() -> DatabaseUrl:
 
 def _exclusive(database: DatabaseUrl, command: str) -> AbstractContextManager[None]:
     """The pipeline lock: a second writing command (load, run, transform...) on this database exits with 75."""
-    from pipelines.locking import pipeline_lock
+    from pipelines.database.locking import pipeline_lock
 
     return pipeline_lock(database, command)
 
@@ -118,7 +118,7 @@ def _spotify_or_demo(demo: bool) -> Any:
 
 def _load(database: DatabaseUrl, demo: bool) -> bool:
     """Load every active account, printing one line per account as it ends; True when none failed."""
-    from pipelines.account_loads import expiry_lines, load_accounts
+    from pipelines.load.per_account import expiry_lines, load_accounts
 
     def say(outcome: Any) -> None:
         style = {"loaded": "green", "skipped": "yellow"}.get(outcome.status, "red")
@@ -307,8 +307,8 @@ def airflow_run(
     """
     from pathlib import Path
 
-    from pipelines import airflow_runner
     from pipelines import demo as demo_mode
+    from pipelines.orchestration import runner as airflow_runner
 
     database = resolve_database()
     use_demo = (not demo_mode.spotify_credentials_configured()) if demo is None else demo
@@ -353,7 +353,7 @@ def grant_roles(
 
     With --listener ACCOUNT, only a read-only role for that listener, which sees their own rows alone.
     """
-    from pipelines.roles import run_grant_listener, run_grant_roles
+    from pipelines.database.roles import run_grant_listener, run_grant_roles
 
     if listener_role is not None and listener is None:
         raise ConfigError("--listener-role names the role of a --listener ACCOUNT: give --listener too")
@@ -379,7 +379,7 @@ def docs(
     ),
 ) -> None:
     """Generate the dbt docs (models, columns, tests, lineage) and serve them until Ctrl-C."""
-    from pipelines import docs_site
+    from pipelines.transform import docs_site
 
     if generate:
         docs_site.generate(resolve_database())
@@ -534,7 +534,7 @@ def forget(
     """
     import sys
 
-    from pipelines import forget as forgetting
+    from pipelines.spotify import forget as forgetting
 
     database = resolve_database()
     plan = forgetting.plan_forget(database, name)
@@ -573,7 +573,7 @@ def db_url() -> None:
 @_friendly_errors
 def db_psql() -> None:
     """Open psql on the database (the psql shipped with the embedded server, so none needs installing)."""
-    from pipelines import embedded_postgres
+    from pipelines.database import embedded as embedded_postgres
 
     database = resolve_database()
     psql = embedded_postgres.psql_executable()
@@ -586,7 +586,7 @@ def db_psql() -> None:
 @_friendly_errors
 def db_stop() -> None:
     """Stop the embedded server."""
-    from pipelines import embedded_postgres
+    from pipelines.database import embedded as embedded_postgres
 
     stopped = embedded_postgres.stop_server(paths.DATA_DIR / "postgres")
     console.print("stopped" if stopped else "the embedded server was not running")

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.account_loads import DEMO_ENV
 from pipelines.database import DatabaseUrl
 from pipelines.load import CREDENTIAL_ENV
+from pipelines.load.per_account import DEMO_ENV
 
 if TYPE_CHECKING:
     from pipelines.export.importer import ImportSummary
@@ -125,7 +125,7 @@ def _pointed_at(server: Any, client_secret: str, refresh_token: str) -> Iterator
         "SPOTIFY_REFRESH_TOKEN": refresh_token,
         "SPOTIFY_API_URL": server.api_url,
         "SPOTIFY_ACCOUNTS_URL": server.accounts_url,
-        # the throwaway token is loaded as before, never stored as an account (pipelines.account_loads)
+        # the throwaway token is loaded as before, never stored as an account (pipelines.load.per_account)
         DEMO_ENV: "1",
     }
     saved = {key: os.environ.get(key) for key in overrides}

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from pipelines import embedded_postgres
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database
+from pipelines.database import embedded as embedded_postgres
 from pipelines.errors import ConfigError
 
 # Telemetry off before anything imports dbt, dlt or Cosmos.

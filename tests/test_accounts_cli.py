@@ -13,7 +13,7 @@ import requests
 from cryptography.fernet import Fernet
 
 from pipelines.database import DatabaseUrl
-from pipelines.secrets_file import fingerprint, read_spotify_secrets
+from pipelines.spotify.secrets_file import fingerprint, read_spotify_secrets
 from pipelines.spotify.token_store import AccountStore, TokenCipher
 from tests.conftest import SPOTIFY_CLIENT_SECRET, query
 from tests.test_cli import PROJECT_ROOT, cli_env, socket_port, wait_for_line

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from pipelines.secrets_file import read_spotify_secrets
+from pipelines.spotify.secrets_file import read_spotify_secrets
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query
 from tests.spotify.test_recently_played import add_plays
 

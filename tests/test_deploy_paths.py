@@ -23,8 +23,8 @@ import pytest
 
 from pipelines import transform
 from pipelines.database import DatabaseUrl
-from pipelines.secrets_file import fingerprint, read_spotify_secrets, write_rotated_token
 from pipelines.settings import POSTGRES_CONN_ID
+from pipelines.spotify.secrets_file import fingerprint, read_spotify_secrets, write_rotated_token
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query
 from tests.spotify.test_recently_played import add_plays
 from tests.test_cli import spotify_env

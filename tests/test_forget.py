@@ -23,7 +23,7 @@ from pipelines.export.importer import import_history
 from pipelines.load import default_pipelines_dir, load_plays, pipeline_name
 from pipelines.sample_server import make_track
 from pipelines.sample_server.catalog import make_local_track
-from pipelines.secrets_file import fingerprint, read_spotify_secrets, write_rotated_token, write_spotify_secrets
+from pipelines.spotify.secrets_file import fingerprint, read_spotify_secrets, write_rotated_token, write_spotify_secrets
 from pipelines.spotify.token_store import AccountStore
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, query, sample_spotify_server
 from tests.export.conftest import EXTENDED_DIR, T0, account_music, endsong_play, export_zip, track_play, write_json
@@ -312,7 +312,7 @@ def test_a_mention_in_another_listener_s_play_is_reported_and_left(household, da
     load(server, database_url, "bob")
     load(server, database_url, "alice")
 
-    from pipelines.forget import forget, plan_forget
+    from pipelines.spotify.forget import forget, plan_forget
 
     report = forget(database_url, plan_forget(database_url, "alice"))
 

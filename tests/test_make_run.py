@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import demo, embedded_postgres
+from pipelines import demo
 from pipelines.database import DatabaseUrl
+from pipelines.database import embedded as embedded_postgres
 from pipelines.errors import ConfigError
 from tests.conftest import query
 from tests.reliability.helpers import cli_process

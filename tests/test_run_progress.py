@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pipelines.run_progress import DbtResults, MetadataDatabase, ProgressLines, TaskInstance, plays_loaded
+from pipelines.orchestration.progress import DbtResults, MetadataDatabase, ProgressLines, TaskInstance, plays_loaded
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 

@@ -19,8 +19,8 @@ import requests
 from rich.console import Console
 
 from pipelines.sample_server import SampleSpotifyServer
-from pipelines.secrets_file import read_spotify_secrets, update_refresh_token, write_spotify_secrets
-from pipelines.spotify_auth import AuthError, authorize, parse_redirect_uri
+from pipelines.spotify.auth import AuthError, authorize, parse_redirect_uri
+from pipelines.spotify.secrets_file import read_spotify_secrets, update_refresh_token, write_spotify_secrets
 
 CLIENT_ID = "auth-test-client"
 CLIENT_SECRET = "auth-client-secret-3b5d5c3712955042"
@@ -122,7 +122,8 @@ def test_each_run_uses_a_fresh_state_and_verifier(server, redirect_uri):
 def run_auth_command(server, redirect_uri: str, browser: Browser, monkeypatch, secrets_path: Path) -> str:
     """`python -m pipelines auth`'s own code (`run_account_auth` without a database, as on a first laptop run),
     with `browser` as the user's; returns what it printed."""
-    from pipelines import paths, spotify_auth
+    from pipelines import paths
+    from pipelines.spotify import auth as spotify_auth
     from pipelines.spotify.accounts import run_account_auth
 
     monkeypatch.setenv("SPOTIFY_CLIENT_ID", CLIENT_ID)

@@ -181,7 +181,7 @@ class ConfiguredToken:
 
 def configured_token(secrets_file: Path | None = None, token_file: Path | None = None) -> ConfiguredToken | None:
     """The single-listener refresh token, found as the loader finds it; None when none is configured."""
-    from pipelines.secrets_file import fingerprint, read_rotated_token, read_spotify_secrets
+    from pipelines.spotify.secrets_file import fingerprint, read_rotated_token, read_spotify_secrets
 
     secrets_file = secrets_file or paths.secrets_file()
     token_file = token_file or paths.rotated_token_file()
@@ -258,8 +258,8 @@ def _replaces(stored: tuple[str, datetime | None, str | None] | None, configured
 
 
 def _store_configured(store: AccountStore, configured: ConfiguredToken, *, replacing: bool) -> Account | None:
-    from pipelines.account_loads import rejected_detail
     from pipelines.load import persist_rotated_token
+    from pipelines.load.per_account import rejected_detail
     from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError, SpotifyTokenRejected
 
     try:
@@ -402,9 +402,9 @@ def run_account_auth(
     single-listener setup reads it there. `database` None (no DATABASE_URL, `default` only): the account is
     stored from that file on the first run (`ensure_default_account`).
     """
-    from pipelines.secrets_file import fingerprint, update_refresh_token, write_spotify_secrets
+    from pipelines.spotify.auth import authorize
     from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
-    from pipelines.spotify_auth import authorize
+    from pipelines.spotify.secrets_file import fingerprint, update_refresh_token, write_spotify_secrets
 
     validate_name(name)
     app = spotify_app()

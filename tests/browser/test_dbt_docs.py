@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import airflow_docs, docs_site, paths
-from pipelines.airflow_runner import airflow_env
+from pipelines import paths
+from pipelines.orchestration import docs as airflow_docs
+from pipelines.orchestration.runner import airflow_env
+from pipelines.transform import docs_site
 from tests.browser.chromium import Chromium, model_links, rendered
 from tests.listening_year import year_database  # noqa: F401 - fixture
 

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines import airflow_docs, paths, transform
+from pipelines import paths, transform
 from pipelines.database import DatabaseUrl
+from pipelines.orchestration import docs as airflow_docs
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 from tests.conftest import SPOTIFY_CLIENT_SECRET, query
 

@@ -20,10 +20,10 @@ from cryptography.fernet import Fernet
 from psycopg2 import errors
 
 from pipelines import transform
-from pipelines.account_loads import load_account
 from pipelines.database import DatabaseUrl, drop_database
+from pipelines.database.roles import listener_role_name
 from pipelines.errors import ConfigError
-from pipelines.roles import listener_role_name
+from pipelines.load.per_account import load_account
 from pipelines.sample_server.catalog import make_track
 from pipelines.spotify.token_store import AccountStore, TokenCipher
 from tests.conftest import SPOTIFY_CLIENT_SECRET, SPOTIFY_REFRESH_TOKEN, TEST_ROLE, query
@@ -307,7 +307,7 @@ def test_grant_of_an_unknown_account_or_one_without_a_spotify_user_stops_in_one_
 
 
 def test_a_listener_role_name_that_is_taken_is_refused(database_url, postgres_admin, roles, tmp_path):
-    from pipelines.roles import grant_listener
+    from pipelines.database.roles import grant_listener
 
     query(postgres_admin.with_dbname(database_url.dbname), "create schema analytics")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import requests
 
-from pipelines import airflow_runner
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database
+from pipelines.orchestration import runner as airflow_runner
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 ADMIN = "admin"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import embedded_postgres
 from pipelines.database import DatabaseUrl, ensure_role_and_database
+from pipelines.database import embedded as embedded_postgres
 from pipelines.load import default_pipelines_dir
 from tests.reliability import report as reliability_report
 from tests.test_cli import cli_env, spotify_env

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.locking import EXIT_LOCKED
+from pipelines.database.locking import EXIT_LOCKED
 from tests.reliability.helpers import RECENTLY_PLAYED, assert_one_clear_error, cli_process, record_all_loaded
 from tests.reliability.report import record
 from tests.spotify.test_recently_played import add_plays
@@ -85,7 +85,7 @@ def test_the_airflow_load_task_and_a_cli_load_never_interleave(
     held_load, spotify_server, database_url, monkeypatch, tmp_path
 ):
     from pipelines import orchestration, paths
-    from pipelines.locking import PipelineLockedError
+    from pipelines.database.locking import PipelineLockedError
     from pipelines.settings import POSTGRES_CONN_ID
     from tests.test_cli import spotify_env
 

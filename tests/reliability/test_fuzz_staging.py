@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 from pipelines import transform
 from pipelines.database import drop_database, ensure_role_and_database
+from pipelines.load.storable_text import REPLACEMENT
 from pipelines.sample_server.catalog import local_track_uri
 from pipelines.spotify.helpers import parse_played_at
-from pipelines.storable_text import REPLACEMENT
 from tests.conftest import SPOTIFY_CLIENT_SECRET, TEST_ROLE, query
 from tests.reliability.helpers import RECENTLY_PLAYED
 from tests.reliability.report import record

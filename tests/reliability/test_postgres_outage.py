@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from pipelines import embedded_postgres, orchestration
+from pipelines import orchestration
+from pipelines.database import embedded as embedded_postgres
 from pipelines.errors import PipelineError
 from pipelines.load import default_pipelines_dir
 from pipelines.settings import POSTGRES_CONN_ID

@@ -124,7 +124,7 @@ def test_analyst_reads_marts_only_and_loader_runs_the_pipeline(
 def test_grant_roles_twice_keeps_passwords_and_generates_none_it_was_given(
     roles, postgres_admin, database_url, tmp_path
 ):
-    from pipelines.roles import grant_roles
+    from pipelines.database.roles import grant_roles
 
     names, passwords, urls = roles
     first = grant_roles(

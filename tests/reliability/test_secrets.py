@@ -241,8 +241,8 @@ def test_files_that_hold_secrets_are_git_ignored(path):
 
 
 def test_secrets_file_and_generated_role_passwords_are_private(tmp_path, postgres_admin, database_url):
-    from pipelines.roles import grant_roles
-    from pipelines.secrets_file import update_refresh_token, write_spotify_secrets
+    from pipelines.database.roles import grant_roles
+    from pipelines.spotify.secrets_file import update_refresh_token, write_spotify_secrets
 
     secrets_file = tmp_path / "project" / ".dlt" / "secrets.toml"
     previous = os.umask(0o022)  # a typical umask, which would leave new files world-readable
@@ -296,7 +296,7 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_the_auth_callback_listens_on_loopback_only():
-    from pipelines.spotify_auth import AuthError, authorize
+    from pipelines.spotify.auth import AuthError, authorize
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

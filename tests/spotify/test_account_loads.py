@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines import account_loads
+from pipelines.load import per_account as account_loads
 from pipelines.spotify import settings
 from pipelines.spotify.token_store import AccountStore, TokenCipher
 from tests.conftest import query

@@ -15,10 +15,10 @@ from cryptography.fernet import Fernet
 from psycopg2 import errors
 
 from pipelines.database import DatabaseUrl, drop_database
+from pipelines.database.roles import grant_roles
 from pipelines.errors import ConfigError, PipelineError
-from pipelines.roles import grant_roles
-from pipelines.secrets_file import fingerprint, write_rotated_token, write_spotify_secrets
 from pipelines.spotify import accounts, settings
+from pipelines.spotify.secrets_file import fingerprint, write_rotated_token, write_spotify_secrets
 from pipelines.spotify.token_store import (
     Account,
     AccountStore,

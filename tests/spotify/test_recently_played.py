@@ -183,7 +183,7 @@ def test_rejected_credentials_stop_the_run_and_say_to_reauthorise(
 
 
 def test_a_rotated_refresh_token_is_persisted_and_used_next_time(load_plays, spotify_server, database_url, tmp_path):
-    from pipelines.secrets_file import read_spotify_secrets
+    from pipelines.spotify.secrets_file import read_spotify_secrets
 
     add_plays(spotify_server, 2)
     spotify_server.rotate_refresh_token("rotated-refresh-token-1")

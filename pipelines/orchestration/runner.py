@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
 
-from pipelines import airflow_docs, orchestration, paths, transform
+from pipelines import orchestration, paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.errors import PipelineError
-from pipelines.run_progress import DbtResults, MetadataDatabase, ProgressLines, plays_loaded
+from pipelines.orchestration import docs as airflow_docs
+from pipelines.orchestration.progress import DbtResults, MetadataDatabase, ProgressLines, plays_loaded
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import paths
-from pipelines.docs_site import SITE_FILES
 from pipelines.errors import ConfigError
+from pipelines.transform.docs_site import SITE_FILES
 
 DOCS_SLUG = "spotify_history"
 DOCS_NAME = "dbt Docs (Spotify history)"

@@ -465,7 +465,12 @@ def _forget_single_listener_token(
     It is when an account forgotten is `default`, or was taken from that token: left there, the next run would
     store it as the account `default` again and load the user anew.
     """
-    from pipelines.secrets_file import fingerprint, read_rotated_token, read_spotify_secrets, remove_refresh_token
+    from pipelines.spotify.secrets_file import (
+        fingerprint,
+        read_rotated_token,
+        read_spotify_secrets,
+        remove_refresh_token,
+    )
 
     secrets_file = secrets_file or paths.secrets_file()
     token_file = token_file or paths.rotated_token_file()

@@ -291,7 +291,7 @@ def _admin(admin_url: str | None, database: DatabaseUrl) -> DatabaseUrl:
     if admin_url:
         return DatabaseUrl.parse(admin_url, "ADMIN_DATABASE_URL")
     if DatabaseUrl.from_env() is None:
-        from pipelines import embedded_postgres
+        from pipelines.database import embedded as embedded_postgres
 
         return embedded_postgres.start_server(paths.DATA_DIR / "postgres")
     return database

@@ -6,7 +6,7 @@
 - the refresh token comes from the account store (`pipelines.spotify.token_store`), and a token Spotify rotates
   during the load is stored (encrypted, committed) before the load goes on;
 - the dlt pipeline is the account's own (`pipelines.load.pipeline_name`), so each has its own cursor and
-  state; their load steps into the shared `raw` tables take turns (`pipelines.locking.raw_load_lock`);
+  state; their load steps into the shared `raw` tables take turns (`pipelines.database.locking.raw_load_lock`);
 - Spotify's `invalid_grant` marks the account `needs_auth`: later runs skip it, without asking Spotify again,
   until `auth --account NAME` authorises it anew;
 - any other failure (a 429 that outlasts the retries, an outage) fails that account only.

@@ -18,10 +18,10 @@ from dlt.common.pipeline import ExtractInfo
 from pipelines import paths
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError
-from pipelines.pending_loads import finish_pending_packages
+from pipelines.load.pending import finish_pending_packages
+from pipelines.load.storable_text import StorableStrings
 from pipelines.spotify.settings import DEFAULT_ACCOUNTS_URL, DEFAULT_API_URL, REJECTED_ITEMS_METRIC
 from pipelines.spotify.token_store import DEFAULT_ACCOUNT
-from pipelines.storable_text import StorableStrings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def persist_rotated_token(
     """
 
     def persist(token: str) -> None:
-        from pipelines.secrets_file import fingerprint, update_refresh_token, write_rotated_token
+        from pipelines.spotify.secrets_file import fingerprint, update_refresh_token, write_rotated_token
 
         if not in_use_from_token_file:
             try:
@@ -173,7 +173,7 @@ def load_plays(
         ConfigError: Spotify credentials are missing.
         PipelineError: Spotify or the database failed in a way the user has to act on.
     """
-    from pipelines.locking import raw_load_lock
+    from pipelines.database.locking import raw_load_lock
     from pipelines.spotify import spotify_source
 
     pipelines_dir = paths.ensure_writable(pipelines_dir or default_pipelines_dir(database))
@@ -223,7 +223,7 @@ def load_plays(
 
 def _configured_refresh_token(secrets_file: Path) -> str | None:
     """The refresh token `.dlt/secrets.toml` holds; None when absent or unreadable (dlt then reports the file)."""
-    from pipelines.secrets_file import read_spotify_secrets
+    from pipelines.spotify.secrets_file import read_spotify_secrets
 
     try:
         token = read_spotify_secrets(secrets_file).get("refresh_token")
@@ -234,7 +234,7 @@ def _configured_refresh_token(secrets_file: Path) -> str | None:
 
 def _rotated_token(token_file: Path, configured: str | None) -> str | None:
     """The token Spotify rotated in an earlier run if it descends from the one configured now, else None."""
-    from pipelines.secrets_file import read_rotated_token
+    from pipelines.spotify.secrets_file import read_rotated_token
 
     if not token_file.exists():
         return None

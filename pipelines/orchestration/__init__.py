@@ -39,6 +39,7 @@ def pool_command(airflow: str = "airflow") -> list[str]:
         raise ConfigError(f"{SPOTIFY_POOL_SLOTS_ENV}={slots!r} must be a whole number of slots, 1 or more")
     return [airflow, "pools", "set", SPOTIFY_POOL, slots, SPOTIFY_POOL_DESCRIPTION]
 
+
 # The load retries with backoff: Spotify and the network fail transiently, and a retry loses nothing.
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "data",
@@ -163,7 +164,7 @@ def database_from_connection(conn_id: str = POSTGRES_CONN_ID) -> DatabaseUrl:
 
 def accounts_task() -> list[str]:
     """Body of the DAG's first task: the accounts to load, each skipped one and each expiring token said in the log."""
-    from pipelines.account_loads import accounts_to_load, expiry_lines, skipped_accounts
+    from pipelines.load.per_account import accounts_to_load, expiry_lines, skipped_accounts
 
     database = database_from_connection()
     names = accounts_to_load(database)
@@ -183,8 +184,8 @@ def load_account_task(account: str) -> dict[str, Any]:
     """
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from pipelines.account_loads import FAILED, NEEDS_AUTH, SKIPPED, load_account
-    from pipelines.locking import pipeline_lock
+    from pipelines.database.locking import pipeline_lock
+    from pipelines.load.per_account import FAILED, NEEDS_AUTH, SKIPPED, load_account
 
     database = database_from_connection()
     # Shared with the other accounts' loads; a CLI `load` or `run` holds it alone, so the two never interleave.
@@ -214,7 +215,7 @@ def report_loads_task(accounts: list[str]) -> list[str]:
     or an account needs authorising (its plays are not being loaded)."""
     from airflow.sdk import get_current_context
 
-    from pipelines.account_loads import skipped_accounts
+    from pipelines.load.per_account import skipped_accounts
 
     context = get_current_context()
     run_id = context["run_id"]
