@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,28 @@ def load_from(server: Any, database: DatabaseUrl, workdir: Path, **overrides: An
         **overrides,
     }
     return load_recently_played(database, pipelines_dir=workdir / "dlt", secrets_file=workdir / "secrets.toml", **args)
+
+
+def listeners_with_accounts(
+    server: Any, store: Any, names: list[str], *, plays_each: int, ending: datetime, authorised_at: datetime
+) -> dict[str, Any]:
+    """A listener per name on the sample server (user id `<name>-id`) with their own plays ending at `ending`,
+    each stored as an account of the test app authorised at `authorised_at`; {name: listener}."""
+    from pipelines.sample_server import demo_history
+
+    listeners = {}
+    for seed, name in enumerate(names, start=1):
+        listener = server.add_listener(f"{name}-id")
+        listener.add_plays(demo_history(ending, count=plays_each, seed=seed))
+        store.add(
+            name,
+            listener.current_refresh_token,
+            user_id=listener.user_id,
+            client_id="test-client-id",
+            authorised_at=authorised_at,
+        )
+        listeners[name] = listener
+    return listeners
 
 
 @pytest.fixture

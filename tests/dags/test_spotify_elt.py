@@ -11,7 +11,7 @@ from pipelines import paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.orchestration import docs as airflow_docs
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
-from tests.conftest import SPOTIFY_CLIENT_SECRET, query
+from tests.conftest import SPOTIFY_CLIENT_SECRET, listeners_with_accounts, query
 
 LOAD_TASK = "load_account"
 ACCOUNTS_TASK = "accounts_to_load"
@@ -218,17 +218,9 @@ def test_a_dag_run_maps_the_load_over_the_accounts_and_one_failing_never_holds_t
     # the single-listener setup's token becomes the account `default` before others are added, as `accounts add` does
     single_listener_settings(spotify_server, monkeypatch, tmp_path)
     accounts.ensure_default_account(database_url, store=store)
-    listeners = {}
-    for seed, name in enumerate(("ben", "cy", "dee", "eve"), start=1):
-        listeners[name] = spotify_server.add_listener(f"{name}-id")
-        listeners[name].add_plays(demo_history(datetime.now(UTC), count=8, seed=seed))
-        store.add(
-            name,
-            listeners[name].current_refresh_token,
-            user_id=f"{name}-id",
-            client_id="test-client-id",
-            authorised_at=datetime.now(UTC),
-        )
+    now = datetime.now(UTC)
+    names = ["ben", "cy", "dee", "eve"]
+    listeners = listeners_with_accounts(spotify_server, store, names, plays_each=8, ending=now, authorised_at=now)
     listeners["ben"].revoke_refresh_token()
     rotated = listeners["cy"].rotate_refresh_token()
     listeners["dee"].enqueue_rate_limit("/v1/me/player/recently-played", retry_after=1, quota=True, times=2)

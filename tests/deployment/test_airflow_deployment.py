@@ -18,7 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from pipelines.settings import DAG_ID
-from tests.conftest import query
+from tests.conftest import listeners_with_accounts, query
 from tests.deployment.airflow_deployment import AirflowDeployment
 from tests.test_cli import spotify_env
 
@@ -110,17 +110,10 @@ def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
         monkeypatch.setenv(name, value)
     ensure_default_account(database_url, store=store)
     assert [account.name for account in store.list()] == ["default"]
-    others = {}
-    for name in ("ben", "cy", "dee"):
-        others[name] = spotify_server.add_listener(f"{name}-id")
-        others[name].add_plays(demo_history(datetime.now(UTC) - timedelta(days=3), count=10, seed=len(others)))
-        store.add(
-            name,
-            others[name].current_refresh_token,
-            user_id=f"{name}-id",
-            client_id="test-client-id",
-            authorised_at=datetime.now(UTC),
-        )
+    days_ago = datetime.now(UTC) - timedelta(days=3)
+    others = listeners_with_accounts(
+        spotify_server, store, ["ben", "cy", "dee"], plays_each=10, ending=days_ago, authorised_at=datetime.now(UTC)
+    )
     others["ben"].revoke_refresh_token()
     rotated = others["cy"].rotate_refresh_token()
     others["dee"].enqueue_rate_limit("/v1/me/player/recently-played", retry_after=1, times=2)

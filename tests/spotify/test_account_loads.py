@@ -13,7 +13,7 @@ import pytest
 from pipelines.load import per_account as account_loads
 from pipelines.spotify import settings
 from pipelines.spotify.token_store import AccountStore, TokenCipher
-from tests.conftest import query
+from tests.conftest import listeners_with_accounts, query
 from tests.spotify.test_accounts import KEY, spotify_app  # noqa: F401 (a fixture, used by every test)
 
 RECENTLY_PLAYED = "/v1/me/player/recently-played"
@@ -31,23 +31,10 @@ def quick_retries(monkeypatch, spotify_app):  # noqa: F811 (the app's settings i
     monkeypatch.setattr(settings, "BACKOFF_BASE_SECONDS", 0.05)
 
 
-def listeners_with_accounts(server, store, names, plays_each=12):
-    """A listener per name on the sample server, with their own plays, each stored as an account."""
-    from pipelines.sample_server import demo_history
-
-    listeners = {}
-    for offset, name in enumerate(names):
-        listener = server.add_listener(f"{name}-id")
-        listener.add_plays(demo_history(NOW - timedelta(minutes=offset), count=plays_each))
-        store.add(
-            name,
-            listener.current_refresh_token,
-            user_id=listener.user_id,
-            client_id="test-client-id",
-            authorised_at=NOW - timedelta(days=10),
-        )
-        listeners[name] = listener
-    return listeners
+def accounts_of(server, store, names, plays_each=12):
+    return listeners_with_accounts(
+        server, store, names, plays_each=plays_each, ending=NOW, authorised_at=NOW - timedelta(days=10)
+    )
 
 
 def plays_by_user(database) -> dict[str, tuple[int, int]]:
@@ -66,7 +53,7 @@ def test_one_failing_account_never_holds_the_others_and_each_play_lands_once(
     tmp_path,
 ):
     names = ["ana", "ben", "cy", "dee", "eve"]
-    listeners = listeners_with_accounts(spotify_server, store, names)
+    listeners = accounts_of(spotify_server, store, names)
     listeners["ben"].revoke_refresh_token()  # invalid_grant
     rotated = listeners["cy"].rotate_refresh_token()
     listeners["dee"].enqueue_rate_limit(RECENTLY_PLAYED, retry_after=1, quota=True, times=2)
@@ -127,7 +114,7 @@ def test_accounts_loading_at_once_into_a_fresh_database_never_collide(
 ):
     """As the DAG's mapped loads do: every account's pipeline at the same moment, the raw tables not there yet."""
     names = [f"listener-{n}" for n in range(4)]
-    listeners_with_accounts(spotify_server, store, names, plays_each=30)
+    accounts_of(spotify_server, store, names, plays_each=30)
     outcomes: dict[str, account_loads.AccountOutcome] = {}
     start = threading.Barrier(len(names))
 
@@ -154,7 +141,7 @@ def test_a_paused_account_is_skipped_and_a_run_says_so(
     store,
     tmp_path,
 ):
-    listeners_with_accounts(spotify_server, store, ["ana", "ben"])
+    accounts_of(spotify_server, store, ["ana", "ben"])
     store.set_status("ben", "paused", "on holiday")
 
     outcomes = {o.account: o for o in account_loads.load_accounts(database_url, pipelines_dir=tmp_path / "dlt")}
@@ -169,7 +156,7 @@ def test_a_token_expiring_within_30_days_is_warned_about_with_the_command(
     spotify_server,
     store,
 ):
-    listeners_with_accounts(spotify_server, store, ["ana"])
+    accounts_of(spotify_server, store, ["ana"])
     store.add("ana", store.refresh_token("ana"), user_id="ana-id", client_id="test-client-id", authorised_at=NOW)
     assert account_loads.expiry_lines(database_url, store=store, now=NOW) == []
 
