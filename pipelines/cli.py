@@ -149,6 +149,12 @@ def auth(
         "--account",
         help="Store the listener as this account (default: `default`, whose token also goes to .dlt/secrets.toml).",
     ),
+    client_id: str = typer.Option(
+        None,
+        "--client-id",
+        help="Authorise this Spotify app instead of SPOTIFY_CLIENT_ID's (5 listeners per app); "
+        "its secret comes from SPOTIFY_CLIENT_SECRET_<ID>.",
+    ),
 ) -> None:
     """Authorise a listener with Spotify (Authorization Code + PKCE) and store them as an account.
 
@@ -168,6 +174,7 @@ def auth(
         open_browser=not no_browser,
         timeout_seconds=timeout,
         console=console,
+        client_id=client_id,
     )
 
 
@@ -448,6 +455,12 @@ def accounts_add(
     authorised_at: str = typer.Option(
         None, "--authorised-at", help="When the listener authorised, YYYY-MM-DD (default: now); expiry is 6 months on."
     ),
+    client_id: str = typer.Option(
+        None,
+        "--client-id",
+        help="The Spotify app the listener authorised, if not SPOTIFY_CLIENT_ID's; "
+        "its secret comes from SPOTIFY_CLIENT_SECRET_<ID>.",
+    ),
 ) -> None:
     """Store a listener's existing refresh token (headless machines, migrations), checked with Spotify first.
 
@@ -473,7 +486,7 @@ def accounts_add(
     now = datetime.now(UTC)
     when = accounts.parse_authorised_at(authorised_at, now)
     token = accounts.read_refresh_token(sys.stdin)
-    account = accounts.add_account(resolve_database(), name, token, authorised_at=when, now=now)
+    account = accounts.add_account(resolve_database(), name, token, authorised_at=when, now=now, client_id=client_id)
     _plain(
         f"added account {account.name}: Spotify user {account.user_id}, authorised {account.authorised_at:%Y-%m-%d}, "
         f"token stored encrypted; it expires on {account.expires_at:%Y-%m-%d}"

@@ -152,7 +152,7 @@ def load_account(
             name,
             NEEDS_AUTH,
             "Spotify rejected the refresh token (invalid_grant: expired or revoked); skipped from now on. "
-            f"Fix: {auth_command(name)}",
+            f"Fix: {auth_command(name, account.client_id)}",
         )
     except PipelineError as exc:
         return AccountOutcome(name, FAILED, f"failed: {first_line(exc)}")
@@ -196,9 +196,18 @@ def _loaded(name: str, summary: dict[str, Any]) -> AccountOutcome:
     )
 
 
-def auth_command(name: str) -> str:
-    """The command that authorises account `name` again (`default` keeps the single-listener command)."""
-    return "python -m pipelines auth" + ("" if name == DEFAULT_ACCOUNT else f" --account {name}")
+def auth_command(name: str, client_id: str | None = None) -> str:
+    """The command that authorises account `name` again, with its own app (`default` keeps the plain command)."""
+    from pipelines.spotify.accounts import app_setting
+
+    command = "python -m pipelines auth" + ("" if name == DEFAULT_ACCOUNT else f" --account {name}")
+    try:
+        default_app = app_setting("SPOTIFY_CLIENT_ID", "client_id")
+    except ConfigError:
+        default_app = None
+    if client_id and default_app and client_id != default_app:
+        command += f" --client-id {client_id}"
+    return command
 
 
 def rejected_detail(now: datetime | None = None) -> str:
@@ -210,7 +219,7 @@ def _skipped(account: Account) -> AccountOutcome:
     """A paused account is skipped on purpose; one that needs authorising is not loaded, which is a failure."""
     if account.status == "needs_auth":
         why = f" ({account.status_detail})" if account.status_detail else ""
-        message = f"not loaded, it needs a new authorisation{why}. Fix: {auth_command(account.name)}"
+        message = f"not loaded, it needs a new authorisation{why}. Fix: {auth_command(account.name, account.client_id)}"
         return AccountOutcome(account.name, NEEDS_AUTH, message)
     message = f"skipped, paused (to load it again: python -m pipelines accounts resume {account.name})"
     return AccountOutcome(account.name, SKIPPED, message)

@@ -1,10 +1,15 @@
 """The accounts side of the sample server: `/authorize`, `/api/token` and access-token checks.
 
-It follows Spotify's Authorization Code flow (with optional PKCE) for one app and any number of
-listeners who authorised it: client authentication by HTTP Basic, single-use codes bound to their
-redirect URI and to the listener signed in, refresh tokens that each belong to one listener and can
-be rotated, revoked or expire 6 months after the listener authorised, and access tokens that expire
+It follows Spotify's Authorization Code flow (with optional PKCE) for one app, or more (`register_app`: a
+development-mode app takes only 5 listeners), and any number of listeners who authorised them: client
+authentication by HTTP Basic, single-use codes bound to their app, their redirect URI and the listener signed
+in, refresh tokens that each belong to one listener of one app (another app's credentials get invalid_grant)
+and can be rotated, revoked or expire 6 months after the listener authorised, and access tokens that expire
 and act for the listener they were issued to. Error bodies use Spotify's shapes and messages.
+
+Each listener authorised exactly one of the apps (as a household splitting its listeners over two apps
+does): `/authorize` by another app, while that listener is signed in, is answered as if they pressed
+"Cancel" (`error=access_denied`).
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class _Grant:
     """What one listener granted the app: their refresh token, since when, and the scripted changes to it."""
 
     user_id: str
+    client_id: str
     refresh_token: str
     authorised_at: datetime
     refresh_returns: str
@@ -92,6 +98,7 @@ class _Grant:
 @dataclass
 class _Code:
     user_id: str
+    client_id: str
     redirect_uri: str
     scope: str
     code_challenge: str | None
@@ -129,16 +136,18 @@ def _with_query(uri: str, params: dict[str, str]) -> str:
 
 
 class Accounts:
-    """Client credentials, codes, and each listener's refresh and access tokens, for one app; thread-safe.
+    """Client credentials, codes, and each listener's refresh and access tokens, per app; thread-safe.
 
-    Listeners are known by their user id. The first listener added is the one signed in to the
-    browser that `/authorize` sees, until `sign_in` names another.
+    `client_id` is the first app's, the one listeners authorise unless they are added for another app
+    (`register_app`). Listeners are known by their user id. The first listener added is the one signed
+    in to the browser that `/authorize` sees, until `sign_in` names another.
     """
 
     def __init__(self, *, client_id: str, client_secret: str, clock: Clock = system_clock) -> None:
         self._lock = threading.Lock()
         self.client_id = client_id
-        self._client_secret = client_secret
+        self._apps: dict[str, str] = {}  # client id -> client secret
+        self.register_app(client_id, client_secret)
         self._clock = clock
         self._grants: dict[str, _Grant] = {}
         # Every refresh token ever issued, to the listener it was issued to: a dead token still says whose it was.
@@ -157,6 +166,26 @@ class Accounts:
         with self._lock:
             self._clock = clock
 
+    # --- apps -------------------------------------------------------------------------------------
+
+    def register_app(self, client_id: str, client_secret: str) -> None:
+        """Another app (client id and secret) whose listeners this accounts service serves."""
+        if not client_id or not client_secret:
+            raise ValueError("an app needs a client id and a client secret")
+        with self._lock:
+            if client_id in self._apps:
+                raise ValueError(f"there is an app {client_id!r} already")
+            self._apps[client_id] = client_secret
+
+    def _app(self, client_id: str | None) -> str | None:
+        """The registered client id equal to `client_id` (compared in constant time), or None."""
+        return next((known for known in self._apps if _same(client_id, known)), None)
+
+    def app_of(self, user_id: str) -> str:
+        """The client id of the app this listener authorised."""
+        with self._lock:
+            return self._grant(user_id).client_id
+
     # --- listeners ----------------------------------------------------------------------------
 
     def add_grant(
@@ -166,17 +195,22 @@ class Accounts:
         *,
         authorised_at: datetime | None = None,
         refresh_returns: str = REFRESH_OMITS,
+        client_id: str | None = None,
     ) -> None:
-        """A listener who authorised the app at `authorised_at` (default: now) and holds `refresh_token`."""
+        """A listener who authorised the app `client_id` (default: the first app) at `authorised_at` (default:
+        now) and holds `refresh_token`."""
         check_refresh_mode(refresh_returns)
         when = self.now() if authorised_at is None else require_aware(authorised_at, "authorised_at")
         if not refresh_token:
             raise ValueError("a refresh token must not be empty")
+        client_id = self.client_id if client_id is None else client_id
         with self._lock:
+            if client_id not in self._apps:
+                raise ValueError(f"no app {client_id!r} on this server: register_app() it first")
             if user_id in self._grants:
                 raise ValueError(f"there is a listener {user_id!r} already")
             self._claim(refresh_token, user_id)
-            self._grants[user_id] = _Grant(user_id, refresh_token, when, refresh_returns)
+            self._grants[user_id] = _Grant(user_id, client_id, refresh_token, when, refresh_returns)
             if self._signed_in is None:
                 self._signed_in = user_id
 
@@ -299,7 +333,9 @@ class Accounts:
 
     def authorize(self, query: dict[str, str]) -> AuthorizeResult:
         """The signed-in user pressing "Agree": a code for the client, or why Spotify refused outright."""
-        if not _same(query.get("client_id"), self.client_id):
+        with self._lock:
+            client_id = self._app(query.get("client_id"))
+        if client_id is None:
             return AuthorizeResult(error_page="INVALID_CLIENT: Invalid client")
         redirect_uri = query.get("redirect_uri", "")
         parts = urlsplit(redirect_uri)
@@ -320,8 +356,12 @@ class Accounts:
         with self._lock:
             if self._signed_in is None:
                 return AuthorizeResult(error_page="No user is signed in")
+            if self._grants[self._signed_in].client_id != client_id:
+                # Each listener here authorised one app: for another, they press "Cancel".
+                return AuthorizeResult(location=_with_query(redirect_uri, {"error": "access_denied", **back}))
             self._codes[code] = _Code(
                 user_id=self._signed_in,
+                client_id=client_id,
                 redirect_uri=redirect_uri,
                 scope=" ".join(query.get("scope", "").split()),
                 code_challenge=challenge,
@@ -333,7 +373,7 @@ class Accounts:
 
     def token(self, authorization: str | None, form: dict[str, str]) -> dict[str, Any]:
         """Answer a token request; raises OAuthError for anything Spotify would refuse."""
-        confidential = self._authenticate(authorization, form)
+        client_id, confidential = self._authenticate(authorization, form)
         grant_type = form.get("grant_type")
         if not grant_type:
             raise OAuthError("unsupported_grant_type", "grant_type parameter is missing")
@@ -341,13 +381,14 @@ class Accounts:
             if not confidential:
                 # Refreshing without the secret is only possible for PKCE-only apps; this app has a secret.
                 raise OAuthError("invalid_client", "Invalid client")
-            return self._refresh(form)
+            return self._refresh(form, client_id)
         if grant_type == "authorization_code":
-            return self._exchange_code(form, confidential)
+            return self._exchange_code(form, client_id, confidential)
         raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
 
-    def _authenticate(self, authorization: str | None, form: dict[str, str]) -> bool:
-        """True for a client proving its secret by Basic auth, False for a public PKCE client."""
+    def _authenticate(self, authorization: str | None, form: dict[str, str]) -> tuple[str, bool]:
+        """The app's client id, and True for a client proving its secret by Basic auth, False for a public PKCE
+        client."""
         if authorization:
             scheme, _, credentials = authorization.partition(" ")
             if scheme.lower() != "basic":
@@ -356,19 +397,24 @@ class Accounts:
                 decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 raise OAuthError("invalid_client", "Invalid client") from None
-            client_id, separator, client_secret = decoded.partition(":")
-            if not (separator and _same(client_id, self.client_id) and _same(client_secret, self._client_secret)):
+            claimed, separator, client_secret = decoded.partition(":")
+            with self._lock:
+                client_id = self._app(claimed)
+                secret = self._apps[client_id] if client_id is not None else None
+            if not (separator and client_id is not None and _same(client_secret, secret)):
                 raise OAuthError("invalid_client", "Invalid client")
-            if "client_id" in form and not _same(form["client_id"], self.client_id):
+            if "client_id" in form and not _same(form["client_id"], client_id):
                 raise OAuthError("invalid_client", "Invalid client")
-            return True
+            return client_id, True
         # Without Basic auth only a PKCE exchange can identify itself, by client_id alone.
         public_exchange = form.get("grant_type") == "authorization_code" and "code_verifier" in form
-        if public_exchange and "client_secret" not in form and _same(form.get("client_id"), self.client_id):
-            return False
+        with self._lock:
+            client_id = self._app(form.get("client_id"))
+        if public_exchange and "client_secret" not in form and client_id is not None:
+            return client_id, False
         raise OAuthError("invalid_client", "Invalid client")
 
-    def _refresh(self, form: dict[str, str]) -> dict[str, Any]:
+    def _refresh(self, form: dict[str, str], client_id: str) -> dict[str, Any]:
         presented = form.get("refresh_token")
         if not presented:
             raise OAuthError("invalid_request", "refresh_token must be supplied")
@@ -376,7 +422,8 @@ class Accounts:
         with self._lock:
             owner = self._owners.get(presented)
             grant = self._grants.get(owner) if owner is not None else None
-            if grant is None or not _same(presented, grant.refresh_token):
+            # Another app's refresh token is unknown to this one, as a token of nobody's is.
+            if grant is None or not _same(presented, grant.refresh_token) or grant.client_id != client_id:
                 raise OAuthError("invalid_grant", UNKNOWN_GRANT)
             if grant.revoked:
                 raise OAuthError("invalid_grant", REVOKED_GRANT)
@@ -394,12 +441,12 @@ class Accounts:
             response["scope"] = grant.scope
             return response
 
-    def _exchange_code(self, form: dict[str, str], confidential: bool) -> dict[str, Any]:
+    def _exchange_code(self, form: dict[str, str], client_id: str, confidential: bool) -> dict[str, Any]:
         now = self.now()
         with self._lock:
             # Codes are single-use: the first attempt consumes one whether or not it succeeds.
             code = self._codes.pop(form.get("code", ""), None)
-            if code is None or code.expires_at < time.monotonic():
+            if code is None or code.expires_at < time.monotonic() or code.client_id != client_id:
                 raise OAuthError("invalid_grant", "Invalid authorization code")
             if form.get("redirect_uri") != code.redirect_uri:
                 raise OAuthError("invalid_grant", "Invalid redirect URI")

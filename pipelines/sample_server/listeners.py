@@ -1,7 +1,7 @@
-"""The listeners of the sample server's one app: who they are on Spotify, and a handle for scripting each one.
+"""The listeners of the sample server's apps: who they are on Spotify, and a handle for scripting each one.
 
-A household running one pipeline has one app (one client id and secret) and several listeners who
-authorised it. Each has their own refresh token, play history and `GET /v1/me`; faults can be
+A household running one pipeline has one app (one client id and secret), or a second one past 5 listeners,
+and several listeners who authorised it. Each has their own refresh token, play history and `GET /v1/me`; faults can be
 aimed at one of them while the others carry on.
 """
 
@@ -82,6 +82,11 @@ class Listener:
         return len(self._history)
 
     # --- tokens -------------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        """The app this listener authorised: their refresh token works only with its credentials."""
+        return self._server._accounts.app_of(self.user_id)
 
     @property
     def current_refresh_token(self) -> str:

@@ -2,10 +2,11 @@
 
 It serves the accounts endpoints (`/authorize`, `/api/token`) and the Web API endpoints the
 pipeline uses (`/v1/me`, `/v1/me/player/recently-played`) with Spotify's documented semantics,
-for one app and any number of listeners (each refresh token acts for its own listener, with their
-own history). It records every request, and can be scripted to fail, for everyone or for one
-listener (rate limits and quota, outages, malformed bodies, expired, rotated, revoked or aged-out
-tokens, a scope not granted, `next` links that never end). Standard library only; it runs in a
+for one app (or more, `register_app`) and any number of listeners (each refresh token acts for its
+own listener, with their own history, and works only with the app the listener authorised). It
+records every request, and can be scripted to fail, for everyone or for one listener (rate limits
+and quota, outages, malformed bodies, expired, rotated, revoked or aged-out tokens, a scope not
+granted, `next` links that never end). Standard library only; it runs in a
 daemon thread.
 """
 
@@ -99,13 +100,14 @@ class RequestHold:
 
 
 class SampleSpotifyServer:
-    """Spotify's accounts service and Web API for one app and its listeners, served on loopback.
+    """Spotify's accounts service and Web API for one app (or more) and its listeners, served on loopback.
 
     Use as a context manager, or call start() and stop(). Point the pipeline at `api_url`
     (SPOTIFY_API_URL) and `accounts_url` (SPOTIFY_ACCOUNTS_URL).
 
     The constructor makes the default listener (`user_id`, `refresh_token`); `add_listener` adds more
-    to the same app. Methods about plays and tokens act on the default listener unless given `user=`
+    to the same app, or to another one registered with `register_app` (a development-mode app takes only 5
+    listeners). Methods about plays and tokens act on the default listener unless given `user=`
     (a user id or a Listener); faults and holds apply to every request unless given `user=`.
 
     `authorised_at` is when the default listener authorised the app (default: now by `clock`); refresh
@@ -199,9 +201,16 @@ class SampleSpotifyServer:
         """The accounts service base, for SPOTIFY_ACCOUNTS_URL (token endpoint: + "/api/token")."""
         return self.base_url
 
-    # --- plays --------------------------------------------------------------------------------
+    # --- apps and listeners --------------------------------------------------------------------
 
-    # --- listeners ----------------------------------------------------------------------------
+    @property
+    def client_id(self) -> str:
+        """The constructor's app: the one listeners authorise unless added with another `client_id`."""
+        return self._accounts.client_id
+
+    def register_app(self, client_id: str, client_secret: str) -> None:
+        """Another Spotify app on this server, for `add_listener(..., client_id=...)`; ValueError if known."""
+        self._accounts.register_app(client_id, client_secret)
 
     def add_listener(
         self,
@@ -212,12 +221,15 @@ class SampleSpotifyServer:
         display_name: str | None = None,
         authorised_at: datetime | None = None,
         refresh_returns: str | None = None,
+        client_id: str | None = None,
     ) -> Listener:
-        """A listener who authorised this app: their own refresh token (default: a random one), history and ids.
+        """A listener who authorised an app: their own refresh token (default: a random one), history and ids.
 
         `account_id` (GET /v1/me) defaults to a stable id derived from `user_id`. `authorised_at` (default:
         now by the server's clock) starts the refresh token's 6 months. `refresh_returns` defaults to the
-        server's. Raises ValueError for a user id or refresh token that another listener has.
+        server's. `client_id` is the app they authorised (default: the constructor's; another must be
+        registered first): their refresh token works only with that app's credentials. Raises ValueError for
+        a user id or refresh token that another listener has, or an app not registered.
         """
         listener = Listener(
             self,
@@ -233,6 +245,7 @@ class SampleSpotifyServer:
                 refresh_token or secrets.token_urlsafe(48),
                 authorised_at=authorised_at,
                 refresh_returns=self._refresh_returns if refresh_returns is None else refresh_returns,
+                client_id=client_id,
             )
             self._listeners[user_id] = listener
         return listener

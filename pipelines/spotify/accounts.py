@@ -358,21 +358,23 @@ def add_account(
     authorised_at: datetime | None = None,
     now: datetime | None = None,
     store: AccountStore | None = None,
+    client_id: str | None = None,
 ) -> Account:
     """`accounts add`: check `refresh_token` with Spotify (refresh, then `GET /v1/me`) and store it as `name`.
 
     The token stored is the one Spotify rotated it to, if it did (the old one then no longer works), else the
     one given. `authorised_at` defaults to now: a token authorised earlier expires earlier than shown.
+    `client_id` names the app the listener authorised, when not the default one (`spotify_app`).
     """
     from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
 
     validate_name(name)
+    app = _account_app(name, client_id)  # before anything is stored: a missing secret is the first thing said
     store = store or AccountStore(database)
     store.list()  # the database and its schema first: a token Spotify rotates must have somewhere to go
     store.cipher_for(name, create=True)
     if name != DEFAULT_ACCOUNT:
         ensure_default_account(database, store=store)  # a single listener's token stays theirs, as `default`
-    app = spotify_app()
     try:
         identity = identify(refresh_token, app)
     except (SpotifyAuthError, SpotifyApiError) as exc:
@@ -395,19 +397,21 @@ def run_account_auth(
     open_browser: bool,
     timeout_seconds: float,
     console: Console,
+    client_id: str | None = None,
 ) -> Account | None:
     """`auth --account NAME`: authorise in the browser (PKCE), then store the listener as account `name`.
 
     For `default`, the token also goes to `.dlt/secrets.toml` with the date it was authorised, as before, so a
     single-listener setup reads it there. `database` None (no DATABASE_URL, `default` only): the account is
-    stored from that file on the first run (`ensure_default_account`).
+    stored from that file on the first run (`ensure_default_account`). `client_id` names the app to authorise,
+    when not the default one (`spotify_app`).
     """
     from pipelines.spotify.auth import authorize
     from pipelines.spotify.helpers import SpotifyApiError, SpotifyAuthError
     from pipelines.spotify.secrets_file import fingerprint, update_refresh_token, write_spotify_secrets
 
     validate_name(name)
-    app = spotify_app()
+    app = _account_app(name, client_id)
     store = AccountStore(database) if database is not None else None
     if store is not None:
         store.list()  # the database first: fail before the user goes through the browser
@@ -473,6 +477,21 @@ def run_account_auth(
         soft_wrap=True,
     )
     return account
+
+
+def _account_app(name: str, client_id: str | None) -> SpotifyApp:
+    """The app account `name` authorises: `client_id`'s, else the default one.
+
+    `default` stays with the default app: its token is also the single-listener setup's, which
+    `.dlt/secrets.toml` keeps with that app's credentials.
+    """
+    app = spotify_app(client_id)
+    if name == DEFAULT_ACCOUNT and client_id is not None and app.client_id != spotify_app().client_id:
+        raise ConfigError(
+            f"the account {DEFAULT_ACCOUNT} uses the default app (SPOTIFY_CLIENT_ID): store a listener of the app "
+            f"{client_id} under another account name"
+        )
+    return app
 
 
 def pause_account(store: AccountStore, name: str, now: datetime | None = None) -> Account:
@@ -571,19 +590,30 @@ HEADER = ("account", "user id", "authorised", "expires", "last load", "plays", "
 _RIGHT_ALIGNED = {"plays", "open gaps"}
 
 
+APP_COLUMN = "app"  # after "user id", only when the accounts use more than one Spotify app
+
+
 def render_reports(reports: Sequence[AccountReport], now: datetime) -> list[str]:
-    """`accounts list`'s lines: a header, then one aligned line per account."""
+    """`accounts list`'s lines: a header, then one aligned line per account.
+
+    The column `app` (each account's client id) is there only when the accounts use more than one app.
+    """
     if not reports:
         return [
             "no accounts yet: add one with `python -m pipelines auth --account NAME` "
             "or `python -m pipelines accounts add NAME --refresh-token-stdin`"
         ]
-    rows = [HEADER] + [_cells(report, now) for report in reports]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(HEADER))]
+    header, rows = HEADER, [_cells(report, now) for report in reports]
+    if len({report.account.client_id for report in reports}) > 1:
+        at = HEADER.index("user id") + 1
+        header = (*HEADER[:at], APP_COLUMN, *HEADER[at:])
+        rows = [(*row[:at], report.account.client_id, *row[at:]) for row, report in zip(rows, reports, strict=True)]
+    rows = [header, *rows]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = []
     for row in rows:
         cells = [
-            cell.rjust(width) if HEADER[column] in _RIGHT_ALIGNED else cell.ljust(width)
+            cell.rjust(width) if header[column] in _RIGHT_ALIGNED else cell.ljust(width)
             for column, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())

@@ -113,11 +113,14 @@ class SpotifyClient:
         if response.status_code != 200:
             error = (body or {}).get("error", f"HTTP {response.status_code}") if isinstance(body, dict) else "?"
             if error in {"invalid_grant", "invalid_client"}:
-                what = "refresh token" if error == "invalid_grant" else "client id/secret"
-                rejected = SpotifyTokenRejected if error == "invalid_grant" else SpotifyAuthError
-                raise rejected(
-                    f"Spotify rejected the {what} ({error}). Check SPOTIFY_CLIENT_ID/SPOTIFY_CLIENT_SECRET and "
-                    "run `python -m pipelines auth` again to authorise."
+                if error == "invalid_grant":
+                    raise SpotifyTokenRejected(
+                        "Spotify rejected the refresh token (invalid_grant): it expired or was revoked. Run "
+                        "`python -m pipelines auth` again to authorise."
+                    )
+                raise SpotifyAuthError(
+                    "Spotify rejected the client id/secret (invalid_client). Check SPOTIFY_CLIENT_ID/"
+                    "SPOTIFY_CLIENT_SECRET (or the account's app's SPOTIFY_CLIENT_SECRET_<client id>)."
                 )
             raise SpotifyApiError(f"token refresh failed: {error} (HTTP {response.status_code})")
         if not isinstance(body, dict) or not body.get("access_token"):
