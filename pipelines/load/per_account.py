@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines import paths
 from pipelines.database import DatabaseUrl
 from pipelines.errors import ConfigError, PipelineError, first_line
 from pipelines.spotify.token_store import DEFAULT_ACCOUNT, Account, AccountStore, expiry_warning
@@ -173,6 +174,10 @@ def load_accounts(
     A paused account, or one that needs authorising, gets a `skipped` outcome without Spotify being asked.
     `on_outcome` is called with each outcome as soon as it is known (the CLI prints it).
     """
+    from pipelines.load import default_pipelines_dir
+
+    # dlt's working dir first: a read-only state dir is one line naming the setting, before anything is asked
+    paths.ensure_writable(pipelines_dir or default_pipelines_dir(database))
     store = None if demo_mode() else store or AccountStore(database)
     names = accounts_to_load(database, store=store)
     outcomes = skipped_accounts(database, store=store)

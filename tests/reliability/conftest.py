@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from pipelines.database import DatabaseUrl, ensure_role_and_database
 from pipelines.database import embedded as embedded_postgres
@@ -18,10 +19,20 @@ from tests.test_cli import cli_env, spotify_env
 HERE = Path(__file__).resolve().parent
 
 
+TOKEN_KEY = Fernet.generate_key().decode()
+
+
 @pytest.fixture
 def loader_env(spotify_server, database_url: DatabaseUrl, tmp_path: Path) -> dict[str, str]:
     """Environment for a CLI subprocess that loads from the test's Spotify server into the test's database."""
-    return cli_env(tmp_path, DATABASE_URL=str(database_url), COLUMNS="500", **spotify_env(spotify_server))
+    return cli_env(
+        tmp_path,
+        DATABASE_URL=str(database_url),
+        COLUMNS="500",
+        # the key of the accounts' stored tokens, shared with in-process Airflow task bodies (not the checkout's)
+        SPOTIFY_TOKEN_KEY=TOKEN_KEY,
+        **spotify_env(spotify_server),
+    )
 
 
 @pytest.fixture

@@ -82,26 +82,29 @@ def test_the_lock_dies_with_a_killed_holder(held_load, loader_env, spotify_serve
 
 
 def test_the_airflow_load_task_and_a_cli_load_never_interleave(
-    held_load, spotify_server, database_url, monkeypatch, tmp_path
+    held_load, loader_env, spotify_server, database_url, monkeypatch, tmp_path
 ):
     from pipelines import orchestration, paths
     from pipelines.database.locking import PipelineLockedError
     from pipelines.settings import POSTGRES_CONN_ID
-    from tests.test_cli import spotify_env
 
     first, hold = held_load
     monkeypatch.setenv(f"AIRFLOW_CONN_{POSTGRES_CONN_ID.upper()}", str(database_url))
-    for name, value in spotify_env(spotify_server).items():
-        monkeypatch.setenv(name, value)
+    for name, value in loader_env.items():
+        if name.startswith("SPOTIFY_"):
+            monkeypatch.setenv(name, value)
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
 
+    # the CLI's load stored the configured token as the account `default` before it took Spotify's answer
+    assert orchestration.accounts_task() == ["default"]
     with pytest.raises(PipelineLockedError, match="`load pid"):
-        orchestration.load_task()  # Airflow marks the try failed and retries it later (DEFAULT_ARGS)
+        orchestration.load_account_task("default")  # Airflow marks the try failed and retries it later
 
     hold.release()
     first.communicate(timeout=60)
     assert first.returncode == 0
-    assert orchestration.load_task()["plays_loaded"] == 0  # the retry: everything was already loaded, once
+    # the retry: everything was already loaded, once
+    assert orchestration.load_account_task("default")["plays_loaded"] == 0
     record_all_loaded(
         "Concurrency",
         "Airflow load task while a CLI `load` runs",

@@ -2,7 +2,7 @@
 
 The run must fail with one clear line (no traceback), a retry once the server is back must succeed, and
 nothing may be lost or duplicated. Airflow's retry of the load task is the same call again: its body
-(`orchestration.load_task`) is tested here the way Airflow invokes it.
+(`orchestration.load_account_task`) is tested here the way Airflow invokes it.
 """
 
 from __future__ import annotations
@@ -146,14 +146,16 @@ def test_airflow_load_task_fails_while_postgres_is_down_and_its_retry_succeeds(
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DLT_PROJECT_DIR", str(tmp_path))
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    assert orchestration.accounts_task() == ["default"]  # the DAG's first task, while the server is up
     embedded_postgres.stop_server(data_dir)
 
     with pytest.raises(PipelineError, match="PostgreSQL|connect") as caught:
-        orchestration.load_task()  # try 1: Airflow marks it failed and schedules a retry (DEFAULT_ARGS)
+        # try 1 of the account's load: Airflow marks it failed and schedules a retry (DEFAULT_ARGS)
+        orchestration.load_account_task("default")
     assert database.password not in str(caught.value)
 
     embedded_postgres.start_server(data_dir)
-    summary = orchestration.load_task()  # the retry
+    summary = orchestration.load_account_task("default")  # the retry
 
     assert summary["plays_loaded"] == 7
     assert orchestration.DEFAULT_ARGS["retries"] >= 1
