@@ -9,6 +9,11 @@ class ConfigError(PipelineError, ValueError):
     """A setting is missing or malformed; the message names the setting and how to fix it."""
 
 
+class DatabaseUnavailable(ConfigError):
+    """The pipeline's database cannot be reached, or the connection was lost: every account's load would fail
+    alike, so a run stops on it rather than report it per account."""
+
+
 def first_line(exc: BaseException) -> str:
     """An error as one short line: its message's first line (at most 300 characters), else its type."""
     text = str(exc).strip()

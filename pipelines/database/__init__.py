@@ -14,7 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 import psycopg2
 from psycopg2 import sql
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, DatabaseUnavailable
 
 _SCHEMES = {"postgresql", "postgres"}
 
@@ -107,7 +107,7 @@ class DatabaseUrl:
             )
         except psycopg2.OperationalError as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection refused"
-            raise ConfigError(f"cannot connect to {self.redacted()}: {reason}. Check DATABASE_URL.") from None
+            raise DatabaseUnavailable(f"cannot connect to {self.redacted()}: {reason}. Check DATABASE_URL.") from None
 
 
 # Advisory locks are per database; this one is taken in the admin connection's (the first 8 bytes of

@@ -17,7 +17,7 @@ from dlt.common.pipeline import ExtractInfo
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import ConfigError, PipelineError
+from pipelines.errors import ConfigError, DatabaseUnavailable, PipelineError
 from pipelines.load.pending import finish_pending_packages
 from pipelines.load.storable_text import StorableStrings
 from pipelines.spotify.settings import DEFAULT_ACCOUNTS_URL, DEFAULT_API_URL, REJECTED_ITEMS_METRIC
@@ -321,14 +321,21 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
 
 
 def _actionable(exc: BaseException, database: DatabaseUrl) -> PipelineError:
-    """The innermost PipelineError behind dlt's wrappers, or one line naming the real cause."""
+    """The innermost PipelineError behind dlt's wrappers, or one line naming the real cause.
+
+    The database was reachable when the load began, so losing it now (a dropped connection, or a refused new
+    one) is said as a lost connection, with what the next run does about it."""
     chain = _exception_chain(exc)
+    lost = next((current for current in chain if isinstance(current, psycopg2.OperationalError)), None)
     for current in chain:
+        if isinstance(current, DatabaseUnavailable):
+            lost = current
+            break
         if isinstance(current, PipelineError):
             return current
-    if any(isinstance(current, psycopg2.OperationalError) for current in chain):
-        reason = _first_line(chain[-1])
-        return PipelineError(
+    if lost is not None:
+        reason = _first_line(chain[-1] if isinstance(lost, psycopg2.OperationalError) else lost)
+        return DatabaseUnavailable(
             f"lost the connection to {database.redacted()} ({reason}): is PostgreSQL running and DATABASE_URL "
             "right? Run again when it is back; the next run finishes what this one left pending"
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import ConfigError, PipelineError, first_line
+from pipelines.errors import ConfigError, DatabaseUnavailable, PipelineError, first_line
 from pipelines.spotify.token_store import DEFAULT_ACCOUNT, Account, AccountStore, expiry_warning
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,10 @@ def accounts_to_load(database: DatabaseUrl, *, store: AccountStore | None = None
     Raises:
         ConfigError: no account exists and no token is configured the single-listener way.
     """
+    from pipelines.load import check_urls, source_args_from_env
     from pipelines.spotify.accounts import ensure_default_account
 
+    check_urls(source_args_from_env())  # a malformed URL is a setting to fix, whatever else is missing
     if demo_mode():
         return [DEFAULT_ACCOUNT]
     store = store or AccountStore(database)
@@ -84,10 +86,24 @@ def accounts_to_load(database: DatabaseUrl, *, store: AccountStore | None = None
     accounts = store.list()
     if not accounts:
         raise ConfigError(
-            "no Spotify account to load: run `python -m pipelines auth` (one listener) or "
-            "`python -m pipelines auth --account NAME` per listener; see README, 'Accounts: several listeners'"
+            f"Spotify credentials missing ({', '.join(_missing_credentials())}): set them in the environment or run "
+            "`python -m pipelines auth` to write .dlt/secrets.toml; for several listeners, "
+            "`python -m pipelines auth --account NAME` each (README, 'Accounts: several listeners')"
         )
     return [account.name for account in accounts if account.status == "active"]
+
+
+def _missing_credentials() -> list[str]:
+    """The settings a first load lacks: the app's id and secret when unset, and a refresh token (no account)."""
+    from pipelines.spotify.accounts import app_setting
+
+    missing = []
+    for env, key in (("SPOTIFY_CLIENT_ID", "client_id"), ("SPOTIFY_CLIENT_SECRET", "client_secret")):
+        try:
+            app_setting(env, key)
+        except ConfigError:
+            missing.append(env)
+    return [*missing, "SPOTIFY_REFRESH_TOKEN"]
 
 
 def skipped_accounts(database: DatabaseUrl, *, store: AccountStore | None = None) -> list[AccountOutcome]:
@@ -155,6 +171,8 @@ def load_account(
             "Spotify rejected the refresh token (invalid_grant: expired or revoked); skipped from now on. "
             f"Fix: {auth_command(name, account.client_id)}",
         )
+    except DatabaseUnavailable:
+        raise  # not this account's failure: the run stops, and the next one finishes what was pending
     except PipelineError as exc:
         return AccountOutcome(name, FAILED, f"failed: {first_line(exc)}")
     store.record_load(name, now or datetime.now(UTC), user_id=_loaded_user(database, summary))

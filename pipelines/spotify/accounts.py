@@ -187,8 +187,10 @@ def configured_token(secrets_file: Path | None = None, token_file: Path | None =
     token_file = token_file or paths.rotated_token_file()
     try:
         stored = read_spotify_secrets(secrets_file)
-    except (OSError, ValueError):
+    except OSError:
         stored = {}
+    except ValueError as exc:  # not TOML: say so (the message never quotes the file), rather than "no token"
+        raise ConfigError(str(exc)) from None
     from_file = stored.get("refresh_token") if isinstance(stored.get("refresh_token"), str) else None
     from_env = os.environ.get("SPOTIFY_REFRESH_TOKEN", "").strip() or None
     configured = from_env or from_file
