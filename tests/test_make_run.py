@@ -124,9 +124,11 @@ def airflow_task_ids(airflow_home: Path) -> set[str]:
     """The task instances of the newest DAG run, as Airflow recorded them."""
     with sqlite3.connect(airflow_home / "airflow.db") as conn:
         rows = conn.execute(
-            "select task_id from task_instance where run_id = (select run_id from dag_run order by id desc limit 1)"
+            "select task_id, map_index, rendered_map_index from task_instance"
+            " where run_id = (select run_id from dag_run order by id desc limit 1)"
         ).fetchall()
-    return {row[0] for row in rows}
+    # a mapped instance is shown with its label: the load of the account `default`
+    return {task if index < 0 else f"{task}[{label}]" for task, index, label in rows}
 
 
 def demo_counts(database: DatabaseUrl) -> dict[str, int]:

@@ -41,10 +41,11 @@ class TaskInstance:
     max_tries: int
     start: datetime | None
     end: datetime | None
+    label: str | None = None  # a mapped instance's rendered map index: the account a load task reads
 
     @property
     def name(self) -> str:
-        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
+        return self.task_id if self.map_index < 0 else f"{self.task_id}[{self.label or self.map_index}]"
 
     @property
     def seconds(self) -> float | None:
@@ -89,13 +90,15 @@ class MetadataDatabase:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[TaskInstance]:
         rows = self._rows(
-            "select task_id, map_index, state, try_number, max_tries, start_date, end_date from task_instance"
+            "select task_id, map_index, state, try_number, max_tries, start_date, end_date, rendered_map_index"
+            " from task_instance"
             " where dag_id = :dag_id and run_id = :run_id order by start_date, task_id, map_index",
             dag_id=dag_id,
             run_id=run_id,
         )
         return [
-            TaskInstance(row[0], row[1], row[2], row[3] or 0, row[4] or 0, _utc(row[5]), _utc(row[6])) for row in rows
+            TaskInstance(row[0], row[1], row[2], row[3] or 0, row[4] or 0, _utc(row[5]), _utc(row[6]), row[7])
+            for row in rows
         ]
 
     def xcom_values(self, dag_id: str, run_id: str, key: str) -> list[Any]:
