@@ -130,9 +130,12 @@ def _load(database: DatabaseUrl, demo: bool) -> bool:
         for line in expiry_lines(database):
             console.print(f"[bold yellow]warning:[/] {escape(line)}", soft_wrap=True)
         outcomes = load_accounts(database, on_outcome=say)
-    failed = [outcome.account for outcome in outcomes if outcome.failed]
-    if failed:
-        console.print(f"[bold red]error:[/] the load failed for {', '.join(failed)}; the other accounts are loaded")
+    failed = [outcome for outcome in outcomes if outcome.failed]
+    if len(failed) == 1 and len(outcomes) == 1:  # one listener: the reason itself is the error line
+        console.print(f"[bold red]error:[/] {escape(failed[0].line())}", soft_wrap=True)
+    elif failed:
+        names = ", ".join(outcome.account for outcome in failed)
+        console.print(f"[bold red]error:[/] the load failed for {names}; the other accounts are loaded")
     return not failed
 
 
