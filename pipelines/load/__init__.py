@@ -17,7 +17,7 @@ from dlt.common.pipeline import ExtractInfo
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import ConfigError, DatabaseUnavailable, PipelineError
+from pipelines.errors import ConfigError, DatabaseUnavailable, PipelineError, first_line
 from pipelines.load.pending import finish_pending_packages
 from pipelines.load.storable_text import StorableStrings
 from pipelines.spotify.settings import DEFAULT_ACCOUNTS_URL, DEFAULT_API_URL, REJECTED_ITEMS_METRIC
@@ -334,15 +334,10 @@ def _actionable(exc: BaseException, database: DatabaseUrl) -> PipelineError:
         if isinstance(current, PipelineError):
             return current
     if lost is not None:
-        reason = _first_line(chain[-1] if isinstance(lost, psycopg2.OperationalError) else lost)
+        reason = first_line(chain[-1] if isinstance(lost, psycopg2.OperationalError) else lost)
         return DatabaseUnavailable(
             f"lost the connection to {database.redacted()} ({reason}): is PostgreSQL running and DATABASE_URL "
             "right? Run again when it is back; the next run finishes what this one left pending"
         )
     innermost = chain[-1]
-    return PipelineError(f"load failed: {type(innermost).__name__}: {_first_line(innermost)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return PipelineError(f"load failed: {type(innermost).__name__}: {first_line(innermost)}")

@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl
-from pipelines.errors import ConfigError, PipelineError
+from pipelines.errors import ConfigError, PipelineError, first_line
 from pipelines.spotify import settings
 from pipelines.spotify.token_store import (
     DEFAULT_ACCOUNT,
@@ -284,7 +284,7 @@ def _store_configured(store: AccountStore, configured: ConfiguredToken, *, repla
         if replacing:
             _tried(store, configured, "Spotify refused it too")
             return None
-        status, detail = "needs_auth", rejected_detail() if isinstance(exc, SpotifyTokenRejected) else _first_line(exc)
+        status, detail = "needs_auth", rejected_detail() if isinstance(exc, SpotifyTokenRejected) else first_line(exc)
     except SpotifyApiError as exc:
         log.warning("could not ask Spotify whose token %s holds (%s); storing it all the same", configured.source, exc)
     else:
@@ -302,7 +302,7 @@ def _store_configured(store: AccountStore, configured: ConfiguredToken, *, repla
             status_detail=detail,
         )
     except ConfigError as exc:  # the configured token is another listener's
-        _tried(store, configured, _first_line(exc))
+        _tried(store, configured, first_line(exc))
         return None
     if replacing:
         log.info("account default now uses the refresh token configured in %s", configured.source)
@@ -380,7 +380,7 @@ def add_account(
     try:
         identity = identify(refresh_token, app)
     except (SpotifyAuthError, SpotifyApiError) as exc:
-        raise PipelineError(f"account {name} not added: {_first_line(exc)}") from None
+        raise PipelineError(f"account {name} not added: {first_line(exc)}") from None
     return store.add(
         name,
         identity.refresh_token,
@@ -451,11 +451,9 @@ def run_account_auth(
     try:
         identity = identify(refresh_token, app)
     except SpotifyAuthError as exc:
-        raise PipelineError(f"account {name} not stored: {_first_line(exc)}") from None
+        raise PipelineError(f"account {name} not stored: {first_line(exc)}") from None
     except SpotifyApiError as exc:
-        console.print(
-            f"[bold yellow]warning:[/] could not read GET /v1/me ({escape(_first_line(exc))})", soft_wrap=True
-        )
+        console.print(f"[bold yellow]warning:[/] could not read GET /v1/me ({escape(first_line(exc))})", soft_wrap=True)
         user_id = account_id = None
         token = refresh_token
     else:
@@ -660,11 +658,6 @@ def _timestamp(value: Any) -> datetime | None:
     else:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 # -- which listener a per-listener command is about --------------------------------------------------------------
