@@ -153,6 +153,7 @@ def test_the_metadata_database_is_read_only_and_read_as_airflow_writes_it(airflo
         assert isinstance(newest, int) and db.run_after("spotify_elt", newest) is None
         assert db.task_instances("spotify_elt", "no such run") == []
         assert db.xcom_values("spotify_elt", "no such run", "plays_loaded") == []
+        assert db.xcom_values("spotify_elt", "no such run", "return_value", task_id="accounts_to_load") == []
         with pytest.raises(OperationalError, match="readonly"), db._engine.connect() as conn:
             conn.execute(text("create table make_run_was_here (x integer)"))
     finally:

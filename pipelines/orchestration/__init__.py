@@ -22,7 +22,8 @@ from pipelines.transform import dbt_executable
 
 log = logging.getLogger(__name__)
 
-LOAD_TASK_ID = "load_account"
+ACCOUNTS_TASK_ID = "accounts_to_load"
+LOAD_TASK_ID = "load_account"  # mapped over the list ACCOUNTS_TASK_ID returns
 # Bounds how many accounts' loads call Spotify at once, across every worker (`airflow pools set`).
 SPOTIFY_POOL = "spotify_api"
 SPOTIFY_POOL_SLOTS_ENV = "SPOTIFY_ELT_API_POOL_SLOTS"

@@ -101,13 +101,15 @@ class MetadataDatabase:
             for row in rows
         ]
 
-    def xcom_values(self, dag_id: str, run_id: str, key: str) -> list[Any]:
-        """The run's XCom values under `key` (every task's), decoded from JSON."""
+    def xcom_values(self, dag_id: str, run_id: str, key: str, task_id: str | None = None) -> list[Any]:
+        """The run's XCom values under `key` (every task's, or `task_id`'s), decoded from JSON."""
         rows = self._rows(
-            "select value from xcom where dag_id = :dag_id and run_id = :run_id and key = :key",
+            "select value from xcom where dag_id = :dag_id and run_id = :run_id and key = :key"
+            " and (cast(:task_id as varchar) is null or task_id = :task_id) order by map_index",
             dag_id=dag_id,
             run_id=run_id,
             key=key,
+            task_id=task_id,
         )
         return [_json(row[0]) for row in rows]
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
@@ -21,7 +21,13 @@ from pipelines import orchestration, paths, transform
 from pipelines.database import DatabaseUrl
 from pipelines.errors import PipelineError
 from pipelines.orchestration import docs as airflow_docs
-from pipelines.orchestration.progress import DbtResults, MetadataDatabase, ProgressLines, plays_loaded
+from pipelines.orchestration.progress import (
+    DbtResults,
+    MetadataDatabase,
+    ProgressLines,
+    TaskInstance,
+    plays_loaded,
+)
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 
 if TYPE_CHECKING:
@@ -233,6 +239,7 @@ class _RunFollower:
         self.plays_loaded: int | None = None
         self._db: MetadataDatabase | None = None
         self._newest_before = 0
+        self._accounts: list[str] = []
         if metadata_url is None:
             self._give_up("Airflow did not say where its metadata database is")
             return
@@ -250,11 +257,33 @@ class _RunFollower:
             if found is None:  # `airflow dags test` has not created its run yet
                 return
             self.run_id, self.run_state = found
-            progress.update(self._db.task_instances(DAG_ID, self.run_id))
+            progress.update(self._named(self._db.task_instances(DAG_ID, self.run_id)))
             if self.run_state in ("success", "failed"):
                 self.plays_loaded = plays_loaded(lambda key: self._db.xcom_values(DAG_ID, self.run_id, key))
         except Exception as exc:  # e.g. SQLite busy for a moment: the next poll tries again
             self.report.progress_note = f"reading Airflow's metadata database failed at times ({type(exc).__name__})"
+
+    def _named(self, instances: list[TaskInstance]) -> list[TaskInstance]:
+        """Mapped loads named by their account while they run, as Airflow names them once they end.
+
+        Airflow renders `map_index_template` only when a task instance finishes; until then a load's account is
+        the one at its map index in the list the loads were expanded over.
+        """
+
+        def unnamed(ti: TaskInstance) -> bool:
+            return ti.task_id == orchestration.LOAD_TASK_ID and ti.map_index >= 0 and ti.label is None
+
+        if not any(unnamed(ti) for ti in instances):
+            return instances
+        if not self._accounts:
+            values = self._db.xcom_values(DAG_ID, self.run_id, "return_value", orchestration.ACCOUNTS_TASK_ID)
+            self._accounts = values[0] if values and isinstance(values[0], list) else []
+        return [
+            replace(ti, label=str(self._accounts[ti.map_index]))
+            if unnamed(ti) and ti.map_index < len(self._accounts)
+            else ti
+            for ti in instances
+        ]
 
     def _give_up(self, why: str) -> None:
         self.report.progress_note = f"{why}: task progress is only in the log"
