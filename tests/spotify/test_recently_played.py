@@ -160,11 +160,15 @@ def test_a_response_without_items_fails_without_writing(load_plays, spotify_serv
 
 
 @pytest.mark.parametrize(
-    ("break_it", "expected"),
-    [("revoke_refresh_token", "invalid_grant"), ("wrong_secret", "invalid_client")],
+    ("break_it", "expected", "fix"),
+    [
+        ("revoke_refresh_token", "invalid_grant", "python -m pipelines auth"),
+        # authorising again cannot mend the app's own credentials
+        ("wrong_secret", "invalid_client", "SPOTIFY_CLIENT_SECRET"),
+    ],
 )
-def test_rejected_credentials_stop_the_run_and_say_to_reauthorise(
-    load_plays, spotify_server, database_url, break_it, expected
+def test_rejected_credentials_stop_the_run_and_name_the_fix(
+    load_plays, spotify_server, database_url, break_it, expected, fix
 ):
     add_plays(spotify_server, 2)
     overrides = {}
@@ -177,7 +181,7 @@ def test_rejected_credentials_stop_the_run_and_say_to_reauthorise(
         load_plays(**overrides)
 
     message = str(caught.value)
-    assert expected in message and "python -m pipelines auth" in message
+    assert expected in message and fix in message
     assert SPOTIFY_CLIENT_SECRET not in message and SPOTIFY_REFRESH_TOKEN not in message
     assert query(database_url, "select count(*) from pg_tables where schemaname = 'raw'") == [(0,)]
 
