@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -78,12 +78,16 @@ def serve_until_interrupted(
 ) -> None:
     """Serve `site_dir` until Ctrl-C (SIGINT) or SIGTERM; `announce` receives the URL once it answers."""
     stop = threading.Event()
-    # SIGTERM (a service manager, `kill`) ends the wait the same way Ctrl-C does, so the socket is closed cleanly.
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM (a service manager, `kill`) end the wait alike, so the socket is closed cleanly.
+    stopping = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in stopping}
     try:
         with serving(site_dir, host, port) as url:
             announce(url)
-            with suppress(KeyboardInterrupt):
-                stop.wait()
+            # Python runs signal handlers in the main thread only; a signal the kernel hands to a server thread
+            # does not wake an untimed wait, so wake up now and then to let the handler run.
+            while not stop.wait(timeout=0.5):
+                pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
