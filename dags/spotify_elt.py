@@ -67,16 +67,15 @@ def spotify_elt() -> None:
         default_args=orchestration.DBT_DEFAULT_ARGS,
         operator_args=orchestration.DBT_OPERATOR_ARGS,
     )
-    if orchestration.watchers_in_triggerer():
-        # the per-model watchers of the one `dbt build` wait in the triggerer, not on a worker each
-        airflow_watchers.start_watchers_in_triggerer(transform)
-
     docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())
 
     accounts = accounts_to_load()
     loads = load_account.expand(account=accounts)
     loads >> prepare_transform() >> transform >> docs
     loads >> report_loads(accounts)
+    if orchestration.watchers_in_triggerer():
+        # after the wiring: a watcher's retry waits for the tasks upstream of it, so they must be known
+        airflow_watchers.start_watchers_in_triggerer(transform)
 
 
 spotify_elt()

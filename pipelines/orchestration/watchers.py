@@ -1,4 +1,4 @@
-"""Cosmos' watcher tasks, started and ended in Airflow's triggerer instead of on a worker.
+"""Cosmos' watcher tasks, started and ended in Airflow's triggerer instead of on a worker, all at once.
 
 In `ExecutionMode.WATCHER` one producer task runs `dbt build`, and every model and test keeps its own task that
 waits for that node's result. Cosmos runs each of those tasks on a worker twice: once to start it and defer to
@@ -8,27 +8,53 @@ watchers per run, that start-up, not dbt, was most of an hourly run (bench/RESUL
 
 Here the watchers use Airflow's `start_from_trigger`: the scheduler hands them straight to the triggerer, and the
 trigger ends the task itself (`TaskSuccessEvent` / `TaskSkippedEvent` / `TaskFailedEvent`), so the first try of a
-watcher never occupies a worker. A failed watcher is retried by Airflow as usual; its retry resumes on a worker,
-where Cosmos runs dbt for that one node (its own fallback), so only what failed is run again.
+watcher never occupies a worker.
 
-This builds on Cosmos internals (`cosmos.operators._watcher`): checked against astronomer-cosmos 1.15.1 and
-Airflow 3.3.2. Nothing else in the project imports them.
+They also start together, when the run starts (trigger rule `always`), instead of each waiting for the watchers
+upstream of it: walking the graph's dozen levels one scheduler loop and one triggerer pick-up at a time took
+about 3 s a level, most of a run's time after the build had ended. The edges stay, so the graph in the UI is
+dbt's lineage, and the gating stays with dbt: `dbt build` never runs a node whose parents failed, and its watcher
+then fails (Cosmos reports that skip as a failure). A failed watcher is retried by Airflow as usual; its retry
+first waits for the tasks upstream of it to succeed (the trigger rule no longer does), then resumes on a worker,
+where Cosmos runs dbt for that one node (its own fallback): only what failed runs again, in dbt's order.
+
+This builds on Cosmos internals (`cosmos.operators._watcher`) and the Task SDK's `RuntimeTaskInstance.get_task_states`
+(what Cosmos' own trigger uses for the producer's state): checked against astronomer-cosmos 1.15.1 and Airflow
+3.3.2. Nothing else in the project imports them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.sdk import TaskGroup
+from airflow.task.trigger_rule import TriggerRule
 from airflow.triggers.base import StartTriggerArgs, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
+from asgiref.sync import sync_to_async
 from cosmos.listeners.dag_run_listener import EventStatus
 from cosmos.operators._watcher.base import BaseConsumerSensor
-from cosmos.operators._watcher.state import is_dbt_node_status_success, is_producer_task_terminated
+from cosmos.operators._watcher.state import (
+    is_dbt_node_status_skipped,
+    is_dbt_node_status_success,
+    is_dbt_node_status_terminal,
+    is_producer_task_terminated,
+)
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
 
 TRIGGER_PATH = f"{__name__}.WatcherTaskTrigger"
+# Until `dbt build` runs (the loads come first) nothing can have finished: look less often.
+WAITING_FOR_BUILD_SECONDS = 2.0
+# States in which a task will not run again in this run unless someone clears it.
+SUCCEEDED = "success"
+SKIPPED = "skipped"
+NEVER_SUCCEEDING = frozenset({"failed", "upstream_failed", "removed"})
+# Every watcher of a run asks for the same producer's state: one triggerer process (one event loop) runs them all,
+# so they share one read per second instead of sending one request each (~60 per run).
+PRODUCER_STATE_SECONDS = 1.0
+_producer_reads: dict[tuple[str, str, str], tuple[float, asyncio.Future]] = {}
 
 
 class WatcherTaskTrigger(WatcherTrigger):
@@ -37,47 +63,109 @@ class WatcherTaskTrigger(WatcherTrigger):
     Started from the triggerer, the trigger's kwargs are fixed when the DAG is parsed, so the run it watches
     comes from the task instance the triggerer gives it."""
 
+    def __init__(self, *, upstream_task_ids: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # the watcher's own upstream tasks (the producer, or the watchers of the nodes it reads): a retry waits for them
+        self.upstream_task_ids = sorted(upstream_task_ids or [])
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return TRIGGER_PATH, super().serialize()[1]
+        return TRIGGER_PATH, {**super().serialize()[1], "upstream_task_ids": self.upstream_task_ids}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         ti = self.task_instance
         self.run_id, self.map_index = ti.run_id, ti.map_index
         if ti.try_number > 1:
-            # A retry, or a clear from the UI: once `dbt build` has ended for good (a failed producer skips its own
-            # retry), resume on a worker, where Cosmos runs dbt for this node alone (the event it handles when the
-            # producer was skipped). Until then, a node the build still gets right needs nothing more.
-            while not is_producer_task_terminated(await self._get_producer_task_status()):
-                status, _ = await self._parse_dbt_node_status_and_compiled_sql()
-                if is_dbt_node_status_success(status):
-                    yield TaskSuccessEvent()
-                    return
-                await asyncio.sleep(self.poke_interval)
-            yield TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
-            return
-        async for event in super().run():
-            yield self._ending(event.payload)
-            return
+            # A retry, or a clear from the UI.
+            yield await self._retry()
+        else:
+            yield await self._first_try()
 
-    def _ending(self, payload: dict[str, Any]) -> TriggerEvent:
-        status = payload.get("status")
-        if status == EventStatus.SKIPPED:
+    async def _first_try(self) -> TriggerEvent:
+        """This node's result in the producer's `dbt build`, however long the loads before the build take."""
+        while True:
+            # the producer's state first: its last XCom is pushed before it ends, so a status read after it is final
+            producer = await self._shared_producer_state()
+            status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+            if is_dbt_node_status_terminal(status):
+                return self._ending(status)
+            if producer in NEVER_SUCCEEDING:
+                return self._failed("the dbt build task ended %s before this node's result", producer)
+            if producer == SKIPPED:
+                # Cosmos' producer skips its own retry: resume on a worker, which runs dbt for this node alone
+                return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+            if producer == SUCCEEDED:
+                # the build left this node out (an ephemeral model, say): nothing to wait for
+                return TaskSuccessEvent()
+            await asyncio.sleep(self.poke_interval if producer == "running" else WAITING_FOR_BUILD_SECONDS)
+
+    async def _retry(self) -> TriggerEvent:
+        """Wait for the tasks upstream of this one, then for the build to end; then resume on a worker (where
+        Cosmos runs dbt for this node alone) unless the build got this node right meanwhile."""
+        upstream = [task for task in self.upstream_task_ids if task != self.producer_task_id]
+        while True:
+            states = await self._task_states(upstream)
+            failed = sorted(task for task in upstream if states.get(task) in NEVER_SUCCEEDING)
+            if failed:
+                return self._failed("not run: upstream %s did not succeed", ", ".join(failed))
+            if any(states.get(task) == SKIPPED for task in upstream):
+                return TaskSkippedEvent()
+            if all(states.get(task) == SUCCEEDED for task in upstream):
+                break
+            await asyncio.sleep(self.poke_interval)
+        while True:
+            producer = await self._shared_producer_state()
+            if producer == "upstream_failed":
+                return self._failed("not run: the dbt build task did not run (%s)", producer)
+            if is_producer_task_terminated(producer):
+                return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+            status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+            if is_dbt_node_status_success(status):
+                return TaskSuccessEvent()
+            await asyncio.sleep(self.poke_interval)
+
+    async def _shared_producer_state(self) -> str | None:
+        """The producer's state as read at most PRODUCER_STATE_SECONDS ago, by this trigger or another of the run.
+
+        It is always read before the caller's next read of its node's status, so "the producer had ended when the
+        status was read" still means the status is final."""
+        key = (self.dag_id, self.run_id, self.producer_task_id)
+        now = time.monotonic()
+        read = _producer_reads.get(key)
+        if read is None or now - read[0] >= PRODUCER_STATE_SECONDS:
+            for stale in [k for k, (at, _) in _producer_reads.items() if now - at > 60]:
+                del _producer_reads[stale]
+            read = (now, asyncio.ensure_future(self._get_producer_task_status()))
+            _producer_reads[key] = read
+        return await read[1]
+
+    async def _task_states(self, task_ids: list[str]) -> dict[str, str | None]:
+        if not task_ids:
+            return {}
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+            dag_id=self.dag_id, task_ids=task_ids, run_ids=[self.run_id]
+        )
+        return {
+            task: (str(state) if state is not None else None) for task, state in states.get(self.run_id, {}).items()
+        }
+
+    def _ending(self, status: str) -> TriggerEvent:
+        if is_dbt_node_status_success(status):
+            return TaskSuccessEvent()
+        if is_dbt_node_status_skipped(status):
             return TaskSkippedEvent()
-        if status == EventStatus.FAILED:
-            # The trigger's log (in the task's log) says which node failed; the producer's log says why.
-            self.log.error(
-                "dbt %s %s: %s; see the log of %s",
-                "tests of" if self.is_test_sensor else "node",
-                self.model_unique_id,
-                payload.get("reason"),
-                self.producer_task_id,
-            )
-            return TaskFailedEvent()
-        return TaskSuccessEvent()
+        # The trigger's log (in the task's log) says which node failed; the producer's log says why.
+        return self._failed("%s; see the log of %s", status, self.producer_task_id)
+
+    def _failed(self, why: str, *args: Any) -> TriggerEvent:
+        self.log.error("dbt %s %s: " + why, "tests of" if self.is_test_sensor else "node", self.model_unique_id, *args)
+        return TaskFailedEvent()
 
 
 def start_watchers_in_triggerer(group: TaskGroup) -> None:
-    """Make every deferrable Cosmos watcher in `group` start (and, on its first try, end) in the triggerer."""
+    """Make every deferrable Cosmos watcher in `group` start when the run does, and (on its first try) start and
+    end in the triggerer."""
     for task in group.iter_tasks():
         if not (isinstance(task, BaseConsumerSensor) and task.deferrable):
             continue
@@ -90,7 +178,9 @@ def start_watchers_in_triggerer(group: TaskGroup) -> None:
             map_index=-1,
             poke_interval=task.poke_interval,
             is_test_sensor=task.is_test_sensor,
+            upstream_task_ids=sorted(task.upstream_task_ids),
         )
+        task.trigger_rule = TriggerRule.ALWAYS
         task.start_from_trigger = True
         task.start_trigger_args = StartTriggerArgs(
             # the triggerer rebuilds the trigger from the same class path and kwargs a deferral would store

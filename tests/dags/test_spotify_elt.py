@@ -63,15 +63,20 @@ def test_watchers_start_and_end_in_the_triggerer(dagbag):
     assert {task.task_id for task in watchers} >= {"transform.plays.run", "transform.plays.test"}
     for task in watchers:
         assert task.start_from_trigger, task.task_id
+        # all at once, when the run starts; the trigger of a retry waits for the tasks upstream of it instead
+        assert task.trigger_rule == "always", task.task_id
         args = task.start_trigger_args
         assert args.next_method == "execute_complete"
         assert args.trigger_kwargs["model_unique_id"] == task.model_unique_id
+        assert args.trigger_kwargs["upstream_task_ids"] == sorted(task.upstream_task_ids)
         # the triggerer builds the trigger from its class path and these kwargs alone
         module, name = args.trigger_cls.rsplit(".", 1)
         trigger = getattr(import_module(module), name)(**args.trigger_kwargs)
         assert trigger.serialize() == (args.trigger_cls, args.trigger_kwargs)
     plays = dagbag.dags[DAG_ID].get_task("transform.plays.run")
     assert plays.start_trigger_args.trigger_kwargs["model_unique_id"] == "model.spotify_history.plays"
+    # the lineage stays: a retry of `plays` waits for the tests of the staging model it reads
+    assert "transform.stg_spotify__plays.test" in plays.start_trigger_args.trigger_kwargs["upstream_task_ids"]
 
 
 def test_watchers_can_keep_cosmos_own_behaviour(manifest, airflow_db, monkeypatch):
