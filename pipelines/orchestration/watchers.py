@@ -55,6 +55,50 @@ NEVER_SUCCEEDING = frozenset({"failed", "upstream_failed", "removed"})
 # so they share one read per second instead of sending one request each (~60 per run).
 PRODUCER_STATE_SECONDS = 1.0
 _producer_reads: dict[tuple[str, str, str], tuple[float, asyncio.Future]] = {}
+# A node has no result before the nodes it reads do (dbt's order), so a watcher reads its own result only once the
+# watchers upstream of it have theirs: about ten watchers of a run poll at a time, not all sixty, and a watcher
+# looks as soon as the last of them has ended. Those may run in another triggerer (several can serve one
+# deployment), so a watcher that has heard nothing for this long looks anyway.
+UPSTREAM_SILENCE_SECONDS = 10.0
+
+
+class _RunBoard:
+    """The watcher tasks of one DAG run, in this triggerer process, whose node has a result."""
+
+    def __init__(self) -> None:
+        self.ended: set[str] = set()
+        self.changed = asyncio.Event()
+        self.touched = time.monotonic()
+
+    def mark_ended(self, task_id: str) -> None:
+        self.ended.add(task_id)
+        self.touched = time.monotonic()
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def wait_for(self, task_ids: list[str], timeout: float) -> None:
+        """Until every task in `task_ids` has ended here, or `timeout` seconds have passed without all of them."""
+        deadline = time.monotonic() + timeout
+        while not self.ended.issuperset(task_ids):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+
+_boards: dict[tuple[str, str], _RunBoard] = {}
+
+
+def _board(dag_id: str, run_id: str) -> _RunBoard:
+    board = _boards.get((dag_id, run_id))
+    if board is None:
+        for key in [key for key, old in _boards.items() if time.monotonic() - old.touched > 3600]:
+            del _boards[key]
+        board = _boards[(dag_id, run_id)] = _RunBoard()
+    return board
 
 
 class WatcherTaskTrigger(WatcherTrigger):
@@ -63,13 +107,26 @@ class WatcherTaskTrigger(WatcherTrigger):
     Started from the triggerer, the trigger's kwargs are fixed when the DAG is parsed, so the run it watches
     comes from the task instance the triggerer gives it."""
 
-    def __init__(self, *, upstream_task_ids: list[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        upstream_task_ids: list[str] | None = None,
+        upstream_watcher_ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        # the watcher's own upstream tasks (the producer, or the watchers of the nodes it reads): a retry waits for them
+        # the watcher's own upstream tasks (`prepare_transform`, or the watchers of the nodes it reads): a retry
+        # waits for them
         self.upstream_task_ids = sorted(upstream_task_ids or [])
+        # those of them that are watchers: a first try looks for its result once they have theirs
+        self.upstream_watcher_ids = sorted(upstream_watcher_ids or [])
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return TRIGGER_PATH, {**super().serialize()[1], "upstream_task_ids": self.upstream_task_ids}
+        return TRIGGER_PATH, {
+            **super().serialize()[1],
+            "upstream_task_ids": self.upstream_task_ids,
+            "upstream_watcher_ids": self.upstream_watcher_ids,
+        }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         ti = self.task_instance
@@ -82,21 +139,33 @@ class WatcherTaskTrigger(WatcherTrigger):
 
     async def _first_try(self) -> TriggerEvent:
         """This node's result in the producer's `dbt build`, however long the loads before the build take."""
-        while True:
-            # the producer's state first: its last XCom is pushed before it ends, so a status read after it is final
-            producer = await self._shared_producer_state()
-            status, _ = await self._parse_dbt_node_status_and_compiled_sql()
-            if is_dbt_node_status_terminal(status):
-                return self._ending(status)
-            if producer in NEVER_SUCCEEDING:
-                return self._failed("the dbt build task ended %s before this node's result", producer)
-            if producer == SKIPPED:
-                # Cosmos' producer skips its own retry: resume on a worker, which runs dbt for this node alone
-                return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
-            if producer == SUCCEEDED:
-                # the build left this node out (an ephemeral model, say): nothing to wait for
-                return TaskSuccessEvent()
-            await asyncio.sleep(self.poke_interval if producer == "running" else WAITING_FOR_BUILD_SECONDS)
+        board = _board(self.dag_id, self.run_id)
+        try:
+            while True:
+                await board.wait_for(self.upstream_watcher_ids, UPSTREAM_SILENCE_SECONDS)
+                if (event := await self._result()) is not None:
+                    return event
+        finally:
+            # however it ended, the watchers downstream of this one look for theirs now
+            board.mark_ended(self.task_id)
+
+    async def _result(self) -> TriggerEvent | None:
+        """How this watcher ends, if the build has told; else None, after a pause before the next look."""
+        # the producer's state first: its last XCom is pushed before it ends, so a status read after it is final
+        producer = await self._shared_producer_state()
+        status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+        if is_dbt_node_status_terminal(status):
+            return self._ending(status)
+        if producer in NEVER_SUCCEEDING:
+            return self._failed("the dbt build task ended %s before this node's result", producer)
+        if producer == SKIPPED:
+            # Cosmos' producer skips its own retry: resume on a worker, which runs dbt for this node alone
+            return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
+        if producer == SUCCEEDED:
+            # the build left this node out (an ephemeral model, say): nothing to wait for
+            return TaskSuccessEvent()
+        await asyncio.sleep(self.poke_interval if producer == "running" else WAITING_FOR_BUILD_SECONDS)
+        return None
 
     async def _retry(self) -> TriggerEvent:
         """Wait for the tasks upstream of this one, then for the build to end; then resume on a worker (where
@@ -166,9 +235,9 @@ class WatcherTaskTrigger(WatcherTrigger):
 def start_watchers_in_triggerer(group: TaskGroup) -> None:
     """Make every deferrable Cosmos watcher in `group` start when the run does, and (on its first try) start and
     end in the triggerer."""
-    for task in group.iter_tasks():
-        if not (isinstance(task, BaseConsumerSensor) and task.deferrable):
-            continue
+    watchers = [task for task in group.iter_tasks() if isinstance(task, BaseConsumerSensor) and task.deferrable]
+    watcher_ids = {task.task_id for task in watchers}
+    for task in watchers:
         trigger = WatcherTaskTrigger(
             model_unique_id=task.model_unique_id,
             producer_task_id=task.producer_task_id,
@@ -179,6 +248,7 @@ def start_watchers_in_triggerer(group: TaskGroup) -> None:
             poke_interval=task.poke_interval,
             is_test_sensor=task.is_test_sensor,
             upstream_task_ids=sorted(task.upstream_task_ids),
+            upstream_watcher_ids=sorted(task.upstream_task_ids & watcher_ids),
         )
         task.trigger_rule = TriggerRule.ALWAYS
         task.start_from_trigger = True

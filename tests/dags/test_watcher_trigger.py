@@ -21,12 +21,15 @@ def every_read_answered(monkeypatch):
     # each scripted answer is one read: no sharing of the producer's state between reads (see the last test)
     monkeypatch.setattr(watchers, "PRODUCER_STATE_SECONDS", 0)
     monkeypatch.setattr(watchers, "_producer_reads", {})
+    monkeypatch.setattr(watchers, "_boards", {})
 
 
 class ScriptedTrigger(watchers.WatcherTaskTrigger):
     """The trigger with its three reads answered from scripts (one answer per read; the last one repeats)."""
 
-    def __init__(self, try_number: int, producer: list, statuses: list, upstream: list[dict], **kwargs) -> None:
+    def __init__(
+        self, try_number: int, producer: list, statuses: list, upstream: list[dict], task_id: str = "plays", **kwargs
+    ) -> None:
         super().__init__(
             model_unique_id="model.spotify_history.plays",
             producer_task_id=PRODUCER,
@@ -36,7 +39,7 @@ class ScriptedTrigger(watchers.WatcherTaskTrigger):
             poke_interval=0,
             **kwargs,
         )
-        self.task_instance = SimpleNamespace(try_number=try_number, run_id="run-1", map_index=-1, task_id="plays")
+        self.task_instance = SimpleNamespace(try_number=try_number, run_id="run-1", map_index=-1, task_id=task_id)
         self.scripts = {"producer": producer, "status": statuses, "upstream": upstream}
         self.reads = {name: 0 for name in self.scripts}
 
@@ -56,11 +59,12 @@ class ScriptedTrigger(watchers.WatcherTaskTrigger):
         return {task: state for task, state in self._next("upstream").items() if task in task_ids}
 
 
-def events(trigger: ScriptedTrigger) -> list:
-    async def collect():
-        return [event async for event in trigger.run()]
+async def events_of(trigger: ScriptedTrigger) -> list:
+    return [event async for event in trigger.run()]
 
-    return asyncio.run(collect())
+
+def events(trigger: ScriptedTrigger) -> list:
+    return asyncio.run(events_of(trigger))
 
 
 def test_a_first_try_waits_for_the_build_and_ends_with_its_nodes_result():
@@ -134,3 +138,31 @@ def test_the_watchers_of_a_run_share_one_read_of_the_producers_state(monkeypatch
 
     assert asyncio.run(many()) == ["success"] * 20
     assert len(reads) == 1
+
+
+def test_a_watcher_looks_for_its_result_once_the_watchers_upstream_of_it_have_theirs():
+    looked = []
+
+    class Logged(ScriptedTrigger):
+        async def _parse_dbt_node_status_and_compiled_sql(self):
+            looked.append(self.task_id)
+            return await super()._parse_dbt_node_status_and_compiled_sql()
+
+    staging = Logged(1, ["running"], [None, None, "success"], [{}], task_id="transform.stg_spotify__plays.test")
+    plays = Logged(
+        1, ["running"], ["success"], [{}], task_id="transform.plays.run", upstream_watcher_ids=[staging.task_id]
+    )
+
+    async def both():
+        return await asyncio.gather(*(events_of(trigger) for trigger in (plays, staging)))
+
+    assert [[type(event) for event in run] for run in asyncio.run(both())] == [[TaskSuccessEvent]] * 2
+    # `plays` read nothing while its upstream watcher had no result, and read at once when it had
+    assert looked == [staging.task_id] * 3 + [plays.task_id]
+
+
+def test_a_watcher_whose_upstream_is_silent_looks_anyway(monkeypatch):
+    # its upstream watchers may run in another triggerer, whose results this one never hears of
+    monkeypatch.setattr(watchers, "UPSTREAM_SILENCE_SECONDS", 0.05)
+    trigger = ScriptedTrigger(1, ["running"], ["success"], [{}], upstream_watcher_ids=["transform.elsewhere.test"])
+    assert [type(event) for event in events(trigger)] == [TaskSuccessEvent]
