@@ -76,6 +76,7 @@ def spotify_elt() -> None:
     if orchestration.watchers_in_triggerer():
         # after the wiring: a watcher's retry waits for the tasks upstream of it, so they must be known
         airflow_watchers.start_watchers_in_triggerer(transform)
+        airflow_watchers.push_results_only(transform)
 
 
 spotify_elt()

@@ -43,6 +43,8 @@ from cosmos.operators._watcher.state import (
     is_producer_task_terminated,
 )
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
+from cosmos.operators.local import DbtLocalBaseOperator
+from cosmos.operators.watcher import DbtProducerWatcherOperator
 
 TRIGGER_PATH = f"{__name__}.WatcherTaskTrigger"
 # Until `dbt build` runs (the loads come first) nothing can have finished: look less often.
@@ -230,6 +232,57 @@ class WatcherTaskTrigger(WatcherTrigger):
     def _failed(self, why: str, *args: Any) -> TriggerEvent:
         self.log.error("dbt %s %s: " + why, "tests of" if self.is_test_sensor else "node", self.model_unique_id, *args)
         return TaskFailedEvent()
+
+
+# dbt events Cosmos' producer turns into XComs that no watcher reads: a node's progress before its result (the
+# result, NodeFinished, replaces them). Each was a round trip to the API server, two with Cosmos' XCom backup,
+# under one lock shared by dbt's threads: about 130 nodes x 3 of them made the producer's build take 4-6 times
+# what the same `dbt build` takes in the CLI (bench/RESULTS.md).
+NODE_PROGRESS_EVENTS = frozenset({"NodeStart", "NodeCompiling", "NodeExecuting"})
+# Debug-level events Cosmos reads: a node's result, and why dbt skipped a node (upstream failure).
+RESULT_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError"})
+
+
+def _results_only(callback: Any) -> Any:
+    """A dbt callback that hands `callback` a node's result and every event worth a log line, nothing else."""
+
+    def forward(event: Any) -> None:
+        name, level = event.info.name, event.info.level
+        if name in NODE_PROGRESS_EVENTS or (level == "debug" and name not in RESULT_EVENTS):
+            return
+        callback(event)
+
+    return forward
+
+
+class _ResultEventsOnly(DbtLocalBaseOperator):
+    """Sits between Cosmos' producer and the operator that invokes dbt: filters the callbacks the producer set."""
+
+    def run_dbt_runner(self, command: list[str], env: dict[str, str], cwd: str, **kwargs: Any) -> Any:
+        if (context := kwargs.get("context")) is not None:
+            # Cosmos also rewrites its backup of every XCom so far into an Airflow Variable on each push (another
+            # round trip, and quadratic). Its failure and retry callbacks still write the backup, so a retried
+            # producer restores what its watchers had not read yet; only a killed one does not, and their
+            # retries then run their nodes on a worker.
+            context["ti"]._cosmos_xcom_persist_incrementally = False
+        callbacks = self._dbt_runner_callbacks
+        self._dbt_runner_callbacks = [_results_only(callback) for callback in callbacks or []]
+        try:
+            return super().run_dbt_runner(command, env, cwd, **kwargs)
+        finally:
+            self._dbt_runner_callbacks = callbacks
+
+
+class ResultsOnlyProducer(DbtProducerWatcherOperator, _ResultEventsOnly):
+    """Cosmos' producer (one `dbt build`), pushing only the XComs its watchers read."""
+
+
+def push_results_only(group: TaskGroup) -> None:
+    """Make the producer of `group` push its nodes' results, not their progress, to XCom."""
+    for task in group.iter_tasks():
+        if type(task) is DbtProducerWatcherOperator:
+            # Cosmos builds the producer itself and takes no class for it; this subclass adds no state
+            task.__class__ = ResultsOnlyProducer
 
 
 def start_watchers_in_triggerer(group: TaskGroup) -> None:

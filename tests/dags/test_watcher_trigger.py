@@ -166,3 +166,29 @@ def test_a_watcher_whose_upstream_is_silent_looks_anyway(monkeypatch):
     monkeypatch.setattr(watchers, "UPSTREAM_SILENCE_SECONDS", 0.05)
     trigger = ScriptedTrigger(1, ["running"], ["success"], [{}], upstream_watcher_ids=["transform.elsewhere.test"])
     assert [type(event) for event in events(trigger)] == [TaskSuccessEvent]
+
+
+def test_the_producer_hands_cosmos_results_and_log_lines_not_node_progress():
+    seen = []
+    forward = watchers._results_only(lambda event: seen.append(event.info.name))
+    for name, level in [
+        ("MainReportVersion", "info"),  # a log line
+        ("NodeStart", "debug"),
+        ("NodeCompiling", "debug"),
+        ("NodeExecuting", "debug"),
+        ("SQLQuery", "debug"),  # dbt's debug chatter: not even converted to JSON
+        ("LogStartLine", "info"),
+        ("SkippingDetails", "info"),
+        ("LogSkipBecauseError", "error"),
+        ("NodeFinished", "debug"),  # the result the watchers read
+        ("RunResultError", "error"),
+    ]:
+        forward(SimpleNamespace(info=SimpleNamespace(name=name, level=level)))
+    assert seen == [
+        "MainReportVersion",
+        "LogStartLine",
+        "SkippingDetails",
+        "LogSkipBecauseError",
+        "NodeFinished",
+        "RunResultError",
+    ]

@@ -8,6 +8,7 @@ Failures name the secret and the file, never the value.
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import secrets
@@ -23,6 +24,7 @@ import pytest
 
 from pipelines import paths
 from pipelines.database import DatabaseUrl, drop_database, ensure_role_and_database
+from pipelines.orchestration import docs as airflow_docs
 from pipelines.sample_server import SampleSpotifyServer, demo_history
 from pipelines.settings import DAG_ID, POSTGRES_CONN_ID
 from tests.conftest import AIRFLOW_HOME, query
@@ -130,13 +132,23 @@ def test_a_full_dag_run_leaks_no_secret_into_any_log(canaries, elt_dagbag, monke
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DLT_PROJECT_DIR", str(tmp_path / "project"))
     monkeypatch.setattr(paths, "DATA_DIR", tmp_path / "data")
+    docs = tmp_path / "dbt_docs"
+    monkeypatch.setenv(airflow_docs.PROJECTS_ENV, airflow_docs.projects_setting(docs))
     DagBundlesManager().sync_bundles_to_db()
     sync_bag_to_db(elt_dagbag, "dags-folder", None)
 
+    # the suite's one full run of the per-model design in `dag.test()`: it checks what the run builds, too
     run = elt_dagbag.dags[DAG_ID].test()
 
     assert run.state == "success"
     assert query(canaries.database, "select count(*) from analytics.plays") == [(25,)]
+    assert query(canaries.database, "select count(*) from analytics.listening_history") == [(25,)]
+    # The docs task published what Cosmos' plugin serves: the project's models, with this database's catalog.
+    assert sorted(path.name for path in docs.iterdir()) == ["catalog.json", "index.html", "manifest.json"]
+    published = json.loads((docs / "manifest.json").read_text())
+    catalog = json.loads((docs / "catalog.json").read_text())
+    assert "model.spotify_history.listening_sessions" in published["nodes"]
+    assert catalog["nodes"]["model.spotify_history.plays"]["metadata"]["database"] == canaries.dbname
     stored = tmp_path / "project" / ".dlt" / "secrets.toml"  # where the rotated token belongs, and only there
     assert canaries.values["rotated refresh token"] in stored.read_text()
     assert stored.stat().st_mode & 0o777 == 0o600
@@ -150,6 +162,7 @@ def test_a_full_dag_run_leaks_no_secret_into_any_log(canaries, elt_dagbag, monke
         **readable_files(*AIRFLOW_HOME.glob("*.db")),
         **readable_files(*DBT_OUTPUTS),
         **readable_files(tmp_path / "data"),
+        **readable_files(docs),
     }
     assert any(path.endswith("/state.json") for path in places), "dlt's working dir was not searched"
     assert leaks(canaries.all_values(), places) == []
@@ -160,7 +173,7 @@ def test_a_full_dag_run_leaks_no_secret_into_any_log(canaries, elt_dagbag, monke
         tried=1,
         lost=None,
         duplicated=None,
-        result="none in Airflow task logs, metadata DB, dbt logs/target, dlt dir or output",
+        result="none in Airflow task logs, metadata DB, dbt logs/target, published dbt docs, dlt dir or output",
     )
 
 
