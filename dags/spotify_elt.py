@@ -9,7 +9,8 @@
 3. **prepare_transform** runs however the loads ended; then **transform** is the dbt project rendered by
    Cosmos: the source's freshness and tests, then every staging model and mart in `analytics`, each followed by
    its tests.
-4. **publish_dbt_docs** runs `dbt docs generate` after a green build; Browse > dbt Docs shows the result.
+4. **publish_dbt_docs** runs `dbt docs generate` after a green build (unless the published docs were generated from
+   this deploy's manifest and database); Browse > dbt Docs shows the result.
 5. **report_loads** says each account's outcome, and fails the run if any account's load failed.
 
 Spotify only shows the **last 50 plays**: keep the schedule (`SPOTIFY_ELT_SCHEDULE`, hourly by default)
@@ -23,11 +24,11 @@ from datetime import datetime
 from airflow.sdk import dag, task
 from airflow.task.trigger_rule import TriggerRule
 from cosmos import DbtTaskGroup
-from cosmos.operators.local import DbtDocsLocalOperator
 
 from pipelines import orchestration, settings
 from pipelines.orchestration import docs as airflow_docs
 from pipelines.orchestration import watchers as airflow_watchers
+from pipelines.orchestration.publish_docs import PublishDbtDocs
 
 
 @dag(
@@ -67,7 +68,7 @@ def spotify_elt() -> None:
         default_args=orchestration.DBT_DEFAULT_ARGS,
         operator_args=orchestration.DBT_OPERATOR_ARGS,
     )
-    docs = DbtDocsLocalOperator(task_id="publish_dbt_docs", **airflow_docs.operator_args())
+    docs = PublishDbtDocs(task_id="publish_dbt_docs", **airflow_docs.operator_args())
 
     accounts = accounts_to_load()
     loads = load_account.expand(account=accounts)

@@ -5,10 +5,15 @@ Airflow 3.1+ with Cosmos lists every project of `[cosmos] dbt_docs_projects` (a 
 `/cosmos/<slug>/dbt_docs_index.html`. The DAG's docs task runs `dbt docs generate` after a green build and
 copies those three files into the same `dir`, so the setting is the one place both sides read.
 Without the setting the DAG writes to `$AIRFLOW_HOME/dbt_docs`, which `airflow_runner` configures by default.
+
+The site depends on the dbt project and on the database's relations, which change only with the project: an
+hourly run whose deploy-time manifest and database are those the published site was generated from leaves it
+as it is (`publish_docs.PublishDbtDocs`) instead of spending 4-5 s regenerating the same files.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +25,8 @@ from pipelines import paths
 from pipelines.errors import ConfigError
 from pipelines.transform.docs_site import SITE_FILES
 
+# Beside the published files: what they were generated from (see `source_stamp`).
+STAMP_FILE = ".generated-from.json"
 DOCS_SLUG = "spotify_history"
 DOCS_NAME = "dbt Docs (Spotify history)"
 PROJECTS_ENV = "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS"
@@ -71,6 +78,35 @@ def publish(project_dir: str, **_: Any) -> None:
         # mkstemp's 0600 would hide the file from an api-server running as another user
         os.chmod(partial, 0o644)
         os.replace(partial, destination / name)
+
+
+def source_stamp(manifest: Path, database: str) -> dict[str, str] | None:
+    """What a generated site depends on: the deploy-time manifest (by checksum) and the database it catalogued.
+
+    None without a deploy-time manifest: then nothing says the project is unchanged, and the site is regenerated."""
+    if not manifest.is_file():
+        return None
+    return {"manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(), "database": database}
+
+
+def is_current(stamp: dict[str, str] | None, destination: Path | None = None) -> bool:
+    """Whether the site published in `destination` (default `docs_dir()`) was generated from `stamp`'s sources."""
+    destination = destination or docs_dir()
+    if stamp is None or not all((destination / name).is_file() for name in SITE_FILES):
+        return False
+    try:
+        return json.loads((destination / STAMP_FILE).read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def write_stamp(stamp: dict[str, str] | None, destination: Path | None = None) -> None:
+    """Record what the site just published was generated from (or forget it, when that is unknown)."""
+    path = (destination or docs_dir()) / STAMP_FILE
+    if stamp is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(stamp))
 
 
 def operator_args() -> dict[str, Any]:

@@ -139,6 +139,9 @@ def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
     # every model still has a task of its own in the UI
     assert {"transform.plays.run", "transform.listening_sessions.run", "transform.dbt_producer_watcher"} <= set(tis)
 
+    catalog = deployment.home / "dbt_docs" / "catalog.json"  # where the docs task published (airflow_env's default)
+    first_published = catalog.stat().st_mtime_ns
+
     # ben authorises again; the hourly run after it: everyone's new plays, ben's whole history, incremental marts
     store.add(
         "ben",
@@ -161,6 +164,8 @@ def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
         "dee-id": (10, 10),
     }
     assert query(database_url, "select count(*), count(distinct play_id) from analytics.plays") == [(PLAYS + 36,) * 2]
+    # same project, same database: the docs published by the first run are still current, and were left alone
+    assert catalog.stat().st_mtime_ns == first_published
     # the watchers waited in the triggerer and ended there: none of them took a worker (airflow_watchers.py)
     on_workers = {ti["task_id"] for ti in tis if ti["hostname"]}
     assert on_workers == {
