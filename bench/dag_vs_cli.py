@@ -53,7 +53,8 @@ DESIGNS = {
     },
     # the producer's dbt as a subprocess: Cosmos parses its JSON log lines, instead of every dbtRunner event
     "watcher-subprocess": {"SPOTIFY_ELT_DBT_INVOCATION": "subprocess"},
-    # the defaults: watchers started and ended in the triggerer (pipelines/orchestration/watchers.py), 4 dbt threads
+    # the defaults: watchers started at once and ended in the triggerer, the producer pushing results only
+    # (pipelines/orchestration/watchers.py), 4 dbt threads
     "chosen": {},
 }
 CLIENT = ("bench-client", "bench-secret")
