@@ -18,9 +18,14 @@ then fails (Cosmos reports that skip as a failure). A failed watcher is retried 
 first waits for the tasks upstream of it to succeed (the trigger rule no longer does), then resumes on a worker,
 where Cosmos runs dbt for that one node (its own fallback): only what failed runs again, in dbt's order.
 
-This builds on Cosmos internals (`cosmos.operators._watcher`) and the Task SDK's `RuntimeTaskInstance.get_task_states`
-(what Cosmos' own trigger uses for the producer's state): checked against astronomer-cosmos 1.15.1 and Airflow
-3.3.2. Nothing else in the project imports them.
+The producer, for its part, hands Cosmos' callback only its nodes' results and the events worth a log line
+(`push_results_only`): the progress XComs nobody reads made its build take several times the CLI's.
+
+This builds on Cosmos internals (`cosmos.operators._watcher`, the producer's `_dbt_runner_callbacks` and its
+task instance's `_cosmos_xcom_persist_incrementally`; the producer's class is swapped for a subclass, as Cosmos
+takes no producer class) and the Task SDK's `RuntimeTaskInstance.get_task_states` (what Cosmos' own trigger uses
+for the producer's state): checked against astronomer-cosmos 1.15.1 and Airflow 3.3.2. Nothing else in the
+project imports them.
 """
 
 from __future__ import annotations
