@@ -18,21 +18,27 @@ then fails (Cosmos reports that skip as a failure). A failed watcher is retried 
 first waits for the tasks upstream of it to succeed (the trigger rule no longer does), then resumes on a worker,
 where Cosmos runs dbt for that one node (its own fallback): only what failed runs again, in dbt's order.
 
-The producer, for its part, hands Cosmos' callback only its nodes' results and the events worth a log line
-(`push_results_only`): the progress XComs nobody reads made its build take several times the CLI's.
+The producer, for its part, pushes each node's result and nothing else, from a thread of its own
+(`push_results_only`): Cosmos' callback, pushing every node's progress, event and compiled SQL from dbt's threads,
+made its build take several times the CLI's.
 
-This builds on Cosmos internals (`cosmos.operators._watcher`, the producer's `_dbt_runner_callbacks` and its
-task instance's `_cosmos_xcom_persist_incrementally`; the producer's class is swapped for a subclass, as Cosmos
-takes no producer class) and the Task SDK's `RuntimeTaskInstance.get_task_states` (what Cosmos' own trigger uses
-for the producer's state): checked against astronomer-cosmos 1.15.1 and Airflow 3.3.2. Nothing else in the
-project imports them.
+This builds on Cosmos internals (`cosmos.operators._watcher`: the trigger, the XCom keys, the tests' aggregation,
+`safe_xcom_push`; the producer's `_dbt_runner_callbacks`, its `DbtLocalBaseOperator.run_dbt_runner` and
+`_StdoutFilter`, and its task instance's `_cosmos_xcom_persist_incrementally`; the producer's class is swapped
+for a subclass, as Cosmos takes no producer class) and the Task SDK's `RuntimeTaskInstance.get_task_states` (what
+Cosmos' own trigger uses for the producer's state): checked against astronomer-cosmos 1.15.1 and Airflow 3.3.2.
+Nothing else in the project imports them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from airflow.sdk import TaskGroup
@@ -40,16 +46,25 @@ from airflow.task.trigger_rule import TriggerRule
 from airflow.triggers.base import StartTriggerArgs, TaskFailedEvent, TaskSkippedEvent, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 from cosmos.listeners.dag_run_listener import EventStatus
+from cosmos.operators._watcher.aggregation import (
+    accumulate_test_result,
+    get_aggregated_test_status,
+    get_tests_status_xcom_key,
+)
 from cosmos.operators._watcher.base import BaseConsumerSensor
 from cosmos.operators._watcher.state import (
+    DbtNodeStatus,
+    DbtTestStatus,
+    get_status_xcom_key,
     is_dbt_node_status_skipped,
     is_dbt_node_status_success,
     is_dbt_node_status_terminal,
     is_producer_task_terminated,
+    safe_xcom_push,
 )
 from cosmos.operators._watcher.triggerer import WatcherEventReason, WatcherTrigger
 from cosmos.operators.local import DbtLocalBaseOperator
-from cosmos.operators.watcher import DbtProducerWatcherOperator
+from cosmos.operators.watcher import DbtProducerWatcherOperator, _StdoutFilter
 
 TRIGGER_PATH = f"{__name__}.WatcherTaskTrigger"
 # Until `dbt build` runs (the loads come first) nothing can have finished: look less often.
@@ -122,8 +137,8 @@ class WatcherTaskTrigger(WatcherTrigger):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        # the watcher's own upstream tasks (`prepare_transform`, or the watchers of the nodes it reads): a retry
-        # waits for them
+        # the tasks upstream of the watcher in its dbt group (the watchers of the nodes it reads): a retry waits
+        # for them (not for the loads before the group, which end before any first try can fail)
         self.upstream_task_ids = sorted(upstream_task_ids or [])
         # those of them that are watchers: a first try looks for its result once they have theirs
         self.upstream_watcher_ids = sorted(upstream_watcher_ids or [])
@@ -160,7 +175,7 @@ class WatcherTaskTrigger(WatcherTrigger):
         """How this watcher ends, if the build has told; else None, after a pause before the next look."""
         # the producer's state first: its last XCom is pushed before it ends, so a status read after it is final
         producer = await self._shared_producer_state()
-        status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+        status = await self._node_status()
         if is_dbt_node_status_terminal(status):
             return self._ending(status)
         if producer in NEVER_SUCCEEDING:
@@ -194,10 +209,17 @@ class WatcherTaskTrigger(WatcherTrigger):
                 return self._failed("not run: the dbt build task did not run (%s)", producer)
             if is_producer_task_terminated(producer):
                 return TriggerEvent({"status": EventStatus.FAILED, "reason": WatcherEventReason.PRODUCER_SKIPPED})
-            status, _ = await self._parse_dbt_node_status_and_compiled_sql()
+            status = await self._node_status()
             if is_dbt_node_status_success(status):
                 return TaskSuccessEvent()
             await asyncio.sleep(self.poke_interval)
+
+    async def _node_status(self) -> str | None:
+        """This node's status in the build (for a tests watcher: that of its model's tests). Cosmos' own read also
+        fetches a model's compiled SQL, which our producer no longer pushes (`_ResultPublisher`)."""
+        if self.is_test_sensor:
+            return await self.get_xcom_val(get_tests_status_xcom_key(self.model_unique_id))
+        return await self._get_node_status()
 
     async def _shared_producer_state(self) -> str | None:
         """The producer's state as read at most PRODUCER_STATE_SECONDS ago, by this trigger or another of the run.
@@ -239,47 +261,118 @@ class WatcherTaskTrigger(WatcherTrigger):
         return TaskFailedEvent()
 
 
-# dbt events Cosmos' producer turns into XComs that no watcher reads: a node's progress before its result (the
-# result, NodeFinished, replaces them). Each was a round trip to the API server, two with Cosmos' XCom backup,
-# under one lock shared by dbt's threads: about 130 nodes x 3 of them made the producer's build take 4-6 times
-# what the same `dbt build` takes in the CLI (bench/RESULTS.md).
-NODE_PROGRESS_EVENTS = frozenset({"NodeStart", "NodeCompiling", "NodeExecuting"})
-# Debug-level events Cosmos reads: a node's result, and why dbt skipped a node (upstream failure).
-RESULT_EVENTS = frozenset({"NodeFinished", "SkippingDetails", "LogSkipBecauseError"})
+# What the producer's `dbt build` tells the watchers, per node: its status, or for a model's tests the status of
+# all of them once they have all ended. Cosmos' own callback also converts every dbt event to JSON and pushes each
+# node's progress events, its NodeFinished event and a model's compiled SQL: about 200 round trips to the API
+# server a build, each holding up the dbt thread that fired it, made the producer's build take 2-5 times the CLI's
+# (bench/RESULTS.md). No watcher of ours reads them: its trigger ends the task itself, so no compiled SQL would
+# reach the task either.
+UPSTREAM_FAILURE_EVENTS = frozenset({"SkippingDetails", "LogSkipBecauseError"})
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 
-def _results_only(callback: Any) -> Any:
-    """A dbt callback that hands `callback` a node's result and every event worth a log line, nothing else."""
+class _ResultPublisher:
+    """The producer's dbt callback: logs dbt's lines, and hands each node's result to `push` on a thread of its
+    own, so dbt's threads never wait for the API server. Leaving the `with` block waits for the last push: the
+    producer ends only after its last result is in XCom, which the watchers rely on."""
 
-    def forward(event: Any) -> None:
-        name, level = event.info.name, event.info.level
-        if name in NODE_PROGRESS_EVENTS or (level == "debug" and name not in RESULT_EVENTS):
+    def __init__(
+        self, push: Callable[[str, Any], None], tests_per_model: dict[str, list[str]], log: logging.Logger
+    ) -> None:
+        self._push = push
+        self._tests_per_model = tests_per_model
+        self._test_results: dict[str, dict[str, str]] = {}
+        self._skipped_for_upstream: set[str] = set()
+        self._tests_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._pusher = threading.Thread(target=self._push_queued, name="dbt-results-to-xcom", daemon=True)
+        self._log = log
+        # raised after the build: dbt would turn an exception in a callback into a failed node
+        self.errors: list[BaseException] = []
+
+    def __enter__(self) -> _ResultPublisher:
+        self._pusher.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._queue.put(None)
+        self._pusher.join()
+
+    def on_event(self, event: Any) -> None:
+        """dbt's callback, on dbt's threads: cheap for the many debug events, which it only looks at."""
+        try:
+            info = event.info
+            if info.level != "debug":
+                self._log.log(LOG_LEVELS.get(info.level, logging.INFO), "%s", info.msg)
+            if info.name == "NodeFinished":
+                self._finished(event.data.node_info)
+            elif info.name in UPSTREAM_FAILURE_EVENTS and (node := getattr(event.data, "node_info", None)):
+                # fired before the node's NodeFinished, on the same thread
+                self._skipped_for_upstream.add(node.unique_id)
+        except Exception as error:
+            self._log.exception("could not pass on dbt's %s event", event.info.name)
+            self.errors.append(error)
+
+    def _finished(self, node: Any) -> None:
+        status = node.node_status
+        if is_dbt_node_status_skipped(status) and node.unique_id in self._skipped_for_upstream:
+            # skipped because a parent failed: its task fails (and can be retried), as with Cosmos' own callback
+            status = DbtNodeStatus.FAILED.value
+        if not is_dbt_node_status_terminal(status):
             return
-        callback(event)
+        if node.resource_type != "test" or not self._tests_per_model:
+            self._queue.put((get_status_xcom_key(node.unique_id), {"status": status, "outlet_uris": []}))
+            return
+        with self._tests_lock:
+            models = accumulate_test_result(node.unique_id, status, self._tests_per_model, self._test_results)
+            ended = [(m, get_aggregated_test_status(m, self._tests_per_model, self._test_results)) for m in models]
+        if len(models) > 1:
+            # A test of several models (a relationships test) has a task of its own, which reads this key as
+            # the tests of a model's would; Cosmos never pushes it, so the task waited for the whole build to end.
+            ended.append(
+                (node.unique_id, DbtTestStatus.PASS if is_dbt_node_status_success(status) else DbtTestStatus.FAIL)
+            )
+        for model, aggregated in ended:
+            if aggregated is not None:
+                self._queue.put((get_tests_status_xcom_key(model), aggregated))
 
-    return forward
+    def _push_queued(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._push(*item)
+            except Exception as error:
+                self._log.exception("could not push %s to XCom", item[0])
+                self.errors.append(error)
 
 
-class _ResultEventsOnly(DbtLocalBaseOperator):
-    """Sits between Cosmos' producer and the operator that invokes dbt: filters the callbacks the producer set."""
+class ResultsOnlyProducer(DbtProducerWatcherOperator):
+    """Cosmos' producer (`dbt source freshness`, then one `dbt build`), pushing only the XComs its watchers read."""
 
     def run_dbt_runner(self, command: list[str], env: dict[str, str], cwd: str, **kwargs: Any) -> Any:
-        if (context := kwargs.get("context")) is not None:
-            # Cosmos also rewrites its backup of every XCom so far into an Airflow Variable on each push (another
-            # round trip, and quadratic). Its failure and retry callbacks still write the backup, so a retried
-            # producer restores what its watchers had not read yet; only a killed one does not, and their
-            # retries then run their nodes on a worker.
-            context["ti"]._cosmos_xcom_persist_incrementally = False
+        context = kwargs.get("context")
+        if context is None or context.get("_check_source_freshness"):
+            return super().run_dbt_runner(command, env, cwd, **kwargs)  # no results to push
+        ti = context["ti"]
+        # Cosmos also rewrites its backup of every XCom so far into an Airflow Variable on each push (another
+        # round trip, and quadratic). Its failure and retry callbacks still write the backup, so a retried
+        # producer restores what its watchers had not read yet; only a killed one does not, and their retries
+        # then run their nodes on a worker.
+        ti._cosmos_xcom_persist_incrementally = False
+        publisher = _ResultPublisher(
+            lambda key, value: safe_xcom_push(task_instance=ti, key=key, value=value), self.tests_per_model, self.log
+        )
         callbacks = self._dbt_runner_callbacks
-        self._dbt_runner_callbacks = [_results_only(callback) for callback in callbacks or []]
+        self._dbt_runner_callbacks = [*(callbacks or []), publisher.on_event]
         try:
-            return super().run_dbt_runner(command, env, cwd, **kwargs)
+            # dbt prints its JSON log lines to stdout too: the publisher logged their text already
+            with publisher, contextlib.redirect_stdout(_StdoutFilter()):
+                # past Cosmos' producer, whose own run_dbt_runner would add its callback
+                result = DbtLocalBaseOperator.run_dbt_runner(self, command, env, cwd, **kwargs)
         finally:
             self._dbt_runner_callbacks = callbacks
-
-
-class ResultsOnlyProducer(DbtProducerWatcherOperator, _ResultEventsOnly):
-    """Cosmos' producer (one `dbt build`), pushing only the XComs its watchers read."""
+        if publisher.errors:
+            raise publisher.errors[0]
+        return result
 
 
 def push_results_only(group: TaskGroup) -> None:
@@ -295,6 +388,7 @@ def start_watchers_in_triggerer(group: TaskGroup) -> None:
     end in the triggerer."""
     watchers = [task for task in group.iter_tasks() if isinstance(task, BaseConsumerSensor) and task.deferrable]
     watcher_ids = {task.task_id for task in watchers}
+    group_ids = {task.task_id for task in group.iter_tasks()}
     for task in watchers:
         trigger = WatcherTaskTrigger(
             model_unique_id=task.model_unique_id,
@@ -305,7 +399,7 @@ def start_watchers_in_triggerer(group: TaskGroup) -> None:
             map_index=-1,
             poke_interval=task.poke_interval,
             is_test_sensor=task.is_test_sensor,
-            upstream_task_ids=sorted(task.upstream_task_ids),
+            upstream_task_ids=sorted(task.upstream_task_ids & group_ids),
             upstream_watcher_ids=sorted(task.upstream_task_ids & watcher_ids),
         )
         task.trigger_rule = TriggerRule.ALWAYS

@@ -52,8 +52,8 @@ class ScriptedTrigger(watchers.WatcherTaskTrigger):
     async def _get_producer_task_status(self):
         return self._next("producer")
 
-    async def _parse_dbt_node_status_and_compiled_sql(self):
-        return self._next("status"), None
+    async def _node_status(self):
+        return self._next("status")
 
     async def _task_states(self, task_ids):
         return {task: state for task, state in self._next("upstream").items() if task in task_ids}
@@ -81,21 +81,21 @@ def test_a_first_try_fails_on_a_failed_node_and_skips_on_a_skipped_one():
 
 
 def test_a_first_try_fails_when_the_build_never_runs():
-    # prepare_transform failed: the producer ends upstream_failed and never reports this node
+    # the producer ended without running (upstream_failed): it never reports this node
     trigger = ScriptedTrigger(1, producer=[None, "upstream_failed"], statuses=[None], upstream=[{}])
     assert [type(event) for event in events(trigger)] == [TaskFailedEvent]
 
 
 def test_a_retry_waits_for_its_upstream_tasks_then_hands_over_to_a_worker():
-    upstream = ["transform.stg_spotify__plays.test", "prepare_transform"]
+    upstream = ["transform.stg_spotify__plays.test", "transform.stg_spotify__tracks.test"]
     trigger = ScriptedTrigger(
         2,
         producer=["skipped"],
         statuses=[None],
         upstream=[
-            {"transform.stg_spotify__plays.test": "up_for_retry", "prepare_transform": "success"},
-            {"transform.stg_spotify__plays.test": "running", "prepare_transform": "success"},
-            {"transform.stg_spotify__plays.test": "success", "prepare_transform": "success"},
+            {"transform.stg_spotify__plays.test": "up_for_retry", "transform.stg_spotify__tracks.test": "success"},
+            {"transform.stg_spotify__plays.test": "running", "transform.stg_spotify__tracks.test": "success"},
+            {"transform.stg_spotify__plays.test": "success", "transform.stg_spotify__tracks.test": "success"},
         ],
         upstream_task_ids=upstream,
     )
@@ -144,9 +144,9 @@ def test_a_watcher_looks_for_its_result_once_the_watchers_upstream_of_it_have_th
     looked = []
 
     class Logged(ScriptedTrigger):
-        async def _parse_dbt_node_status_and_compiled_sql(self):
+        async def _node_status(self):
             looked.append(self.task_id)
-            return await super()._parse_dbt_node_status_and_compiled_sql()
+            return await super()._node_status()
 
     staging = Logged(1, ["running"], [None, None, "success"], [{}], task_id="transform.stg_spotify__plays.test")
     plays = Logged(
@@ -166,29 +166,3 @@ def test_a_watcher_whose_upstream_is_silent_looks_anyway(monkeypatch):
     monkeypatch.setattr(watchers, "UPSTREAM_SILENCE_SECONDS", 0.05)
     trigger = ScriptedTrigger(1, ["running"], ["success"], [{}], upstream_watcher_ids=["transform.elsewhere.test"])
     assert [type(event) for event in events(trigger)] == [TaskSuccessEvent]
-
-
-def test_the_producer_hands_cosmos_results_and_log_lines_not_node_progress():
-    seen = []
-    forward = watchers._results_only(lambda event: seen.append(event.info.name))
-    for name, level in [
-        ("MainReportVersion", "info"),  # a log line
-        ("NodeStart", "debug"),
-        ("NodeCompiling", "debug"),
-        ("NodeExecuting", "debug"),
-        ("SQLQuery", "debug"),  # dbt's debug chatter: not even converted to JSON
-        ("LogStartLine", "info"),
-        ("SkippingDetails", "info"),
-        ("LogSkipBecauseError", "error"),
-        ("NodeFinished", "debug"),  # the result the watchers read
-        ("RunResultError", "error"),
-    ]:
-        forward(SimpleNamespace(info=SimpleNamespace(name=name, level=level)))
-    assert seen == [
-        "MainReportVersion",
-        "LogStartLine",
-        "SkippingDetails",
-        "LogSkipBecauseError",
-        "NodeFinished",
-        "RunResultError",
-    ]
