@@ -1,14 +1,14 @@
 """
 ### Spotify listening history: load, then transform
 
-1. **accounts_to_load** lists the active listeners (and warns of tokens expiring within 30 days).
+1. **accounts_to_load** lists the active listeners (and warns of tokens expiring within 30 days), after
+   migrating an older version's raw export tables.
 2. **load_account**, mapped over them (one instance per account, labelled with its name, in the `spotify_api`
    pool), runs each account's dlt pipeline: new plays from Spotify's `recently-played` endpoint land in
    `raw.recently_played` (merged on `user_id, played_at`, so reruns never duplicate). A revoked token marks
    its account `needs_auth`; one account failing never holds the others back.
-3. **prepare_transform** runs however the loads ended; then **transform** is the dbt project rendered by
-   Cosmos: the source's freshness and tests, then every staging model and mart in `analytics`, each followed by
-   its tests.
+3. **transform**, the dbt project rendered by Cosmos, starts once the loads have ended, however they ended: the
+   source's freshness and tests, then every staging model and mart in `analytics`, each followed by its tests.
 4. **publish_dbt_docs** runs `dbt docs generate` after a green build (unless the published docs were generated from
    this deploy's manifest and database); Browse > dbt Docs shows the result.
 5. **report_loads** says each account's outcome, and fails the run if any account's load failed.
@@ -50,10 +50,6 @@ def spotify_elt() -> None:
     def load_account(account: str) -> dict:
         return orchestration.load_account_task(account)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def prepare_transform() -> None:
-        orchestration.prepare_transform_task()
-
     # what it reports was decided by the loads and their own retries: nothing to retry here
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def report_loads(accounts: list[str]) -> list[str]:
@@ -72,8 +68,9 @@ def spotify_elt() -> None:
 
     accounts = accounts_to_load()
     loads = load_account.expand(account=accounts)
-    loads >> prepare_transform() >> transform >> docs
+    loads >> transform >> docs
     loads >> report_loads(accounts)
+    orchestration.after_every_load(transform)
     if orchestration.watchers_in_triggerer():
         # after the wiring: a watcher's retry waits for the tasks upstream of it, so they must be known
         airflow_watchers.start_watchers_in_triggerer(transform)

@@ -10,6 +10,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
+from airflow.sdk import TaskGroup
+from airflow.task.trigger_rule import TriggerRule
 from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
@@ -164,10 +166,15 @@ def database_from_connection(conn_id: str = POSTGRES_CONN_ID) -> DatabaseUrl:
 
 
 def accounts_task() -> list[str]:
-    """Body of the DAG's first task: the accounts to load, each skipped one and each expiring token said in the log."""
+    """Body of the DAG's first task: the accounts to load, each skipped one and each expiring token said in the log,
+    after migrating an older version's raw export tables."""
+    from pipelines.export.raw_tables import upgrade_if_imported
     from pipelines.load.per_account import accounts_to_load, expiry_lines, skipped_accounts
 
     database = database_from_connection()
+    # dbt reads what an older version's export tables lack until migrated; the loads never touch those tables, so
+    # migrating here, first, serves the transform after them without a task of its own
+    upgrade_if_imported(database)
     names = accounts_to_load(database)
     for outcome in skipped_accounts(database):
         log.warning(outcome.line())  # report_loads fails the run for each that needs authorising
@@ -202,13 +209,11 @@ def load_account_task(account: str) -> dict[str, Any]:
     return outcome.as_dict()
 
 
-def prepare_transform_task() -> None:
-    """Body of the task between the loads and dbt: it runs however the loads ended, so one account never holds
-    the others' plays back from the marts."""
-    from pipelines.export.raw_tables import upgrade_if_imported
-
-    # the dbt tasks that follow read what an older version's import tables lack until migrated
-    upgrade_if_imported(database_from_connection())
+def after_every_load(group: TaskGroup) -> None:
+    """Make the first dbt tasks of `group` (wired after the loads) start once every load has ended, however it
+    ended: one account failing never holds the others' plays back from the marts."""
+    for task in group.get_roots():
+        task.trigger_rule = TriggerRule.ALL_DONE
 
 
 def report_loads_task(accounts: list[str]) -> list[str]:

@@ -171,7 +171,6 @@ def test_a_run_on_the_local_executor_loads_every_account_and_builds_every_mart(
     assert on_workers == {
         "accounts_to_load",
         LOAD_TASK,
-        "prepare_transform",
         "report_loads",
         "transform.dbt_producer_watcher",
         "publish_dbt_docs",
