@@ -77,10 +77,20 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def add_an_hour(server: SampleSpotifyServer, hour: int) -> None:
-    # 12 plays in the hour before now: what an hourly run finds; minutes apart so no play hides another.
-    end = datetime.now(UTC) - timedelta(minutes=1)
-    server.add_plays(demo_history(end, count=12, seed=1000 + hour))
+def add_an_hour(server: SampleSpotifyServer, since: datetime, hour: int) -> datetime:
+    """12 new plays, what an hourly run finds, all newer than `since` (the newest play so far) and ended before now.
+
+    Each run here follows the last within a minute, so an hour of plays is squeezed into the time since the last
+    ones: laid out as they were played, most would be older than what the last run loaded, which Spotify's
+    `after` cursor (rightly) never returns. Returns the newest play's time."""
+    now = datetime.now(UTC) - timedelta(seconds=1)
+    plays = demo_history(now, count=12, seed=1000 + hour)
+    step = (now - since) / (len(plays) + 1)
+    # the API keeps milliseconds only
+    times = [since + step * (n + 1) for n in range(len(plays))]
+    times = [t.replace(microsecond=t.microsecond // 1000 * 1000) for t in times]
+    server.add_plays([(track, played_at, context) for (track, _, context), played_at in zip(plays, times, strict=True)])
+    return times[-1]
 
 
 def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_test: bool) -> dict[str, float]:
@@ -89,7 +99,8 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
     server = SampleSpotifyServer(
         client_id=CLIENT[0], client_secret=CLIENT[1], refresh_token="bench-refresh", user_id="bench-listener"
     )
-    server.add_plays(demo_history(datetime.now(UTC) - timedelta(hours=2), count=50))
+    newest = datetime.now(UTC) - timedelta(hours=2)
+    server.add_plays(demo_history(newest, count=50))
     home = work / design
     deployment = AirflowDeployment(home=home / "airflow", admin_db=admin, pipeline_db=database)
     log = home / "bench.log"
@@ -115,13 +126,16 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
             run_id = deployment.trigger(DAG_ID)
             assert deployment.wait_for_run(DAG_ID, run_id) == "success", deployment.task_instances(DAG_ID, run_id)
             for repeat in range(repeats):
-                add_an_hour(server, 3 * repeat)
+                newest = add_an_hour(server, newest, 3 * repeat)
+                before = stored_plays(database)
                 results["cli"].append(timed([PYTHON, "-m", "pipelines", "run"], cli_env, log))
-                add_an_hour(server, 3 * repeat + 1)
+                newest = add_an_hour(server, newest, 3 * repeat + 1)
                 started = time.perf_counter()
                 run_id = deployment.trigger(DAG_ID)
                 state = deployment.wait_for_run(DAG_ID, run_id)
                 results["scheduler"].append(time.perf_counter() - started)
+                # each run loaded its hour of plays: the same work on both sides
+                assert stored_plays(database) == before + 24, (before, stored_plays(database))
                 results["ratio"].append(results["scheduler"][-1] / results["cli"][-1])
                 assert state == "success", [ti for ti in deployment.task_instances(DAG_ID, run_id)]
                 tis = deployment.task_instances(DAG_ID, run_id)
@@ -133,7 +147,7 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
             # it runs one task at a time, so it renders the per-model design whatever the design: measured once
             dags_test_env = {**cli_env, "SPOTIFY_ELT_DBT_EXECUTION": "local"}
             for repeat in range(repeats if dags_test else 0):
-                add_an_hour(server, 3 * repeat + 2)
+                newest = add_an_hour(server, newest, 3 * repeat + 2)
                 command = [deployment_airflow(), "dags", "test", DAG_ID, "-f", str(ROOT / "dags" / "spotify_elt.py")]
                 results["dags_test"].append(timed(command, dags_test_env, log))
         finally:
@@ -144,6 +158,16 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
 
 def deployment_airflow() -> str:
     return str(Path(PYTHON).parent / "airflow")
+
+
+def stored_plays(database: DatabaseUrl) -> int:
+    conn = database.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("select count(*) from raw.recently_played")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def main() -> None:
