@@ -15,7 +15,7 @@ upstream of it: walking the graph's dozen levels one scheduler loop and one trig
 about 3 s a level, most of a run's time after the build had ended. The edges stay, so the graph in the UI is
 dbt's lineage, and the gating stays with dbt: `dbt build` never runs a node whose parents failed, and its watcher
 then fails (Cosmos reports that skip as a failure). A failed watcher is retried by Airflow as usual; its retry
-first waits for the tasks upstream of it to succeed (the trigger rule no longer does), then resumes on a worker,
+first waits for the dbt tasks upstream of it to succeed (the trigger rule no longer does), then resumes on a worker,
 where Cosmos runs dbt for that one node (its own fallback): only what failed runs again, in dbt's order.
 
 The producer, for its part, pushes each node's result and nothing else, from a thread of its own
@@ -327,8 +327,9 @@ class _ResultPublisher:
             models = accumulate_test_result(node.unique_id, status, self._tests_per_model, self._test_results)
             ended = [(m, get_aggregated_test_status(m, self._tests_per_model, self._test_results)) for m in models]
         if len(models) > 1:
-            # A test of several models (a relationships test) has a task of its own, which reads this key as
-            # the tests of a model's would; Cosmos never pushes it, so the task waited for the whole build to end.
+            # A test of several models (a relationships test) has a task of its own, which reads its result under
+            # this key, as a model's tests task reads theirs; Cosmos never pushes it, so that task waited for the
+            # whole build to end.
             ended.append(
                 (node.unique_id, DbtTestStatus.PASS if is_dbt_node_status_success(status) else DbtTestStatus.FAIL)
             )
