@@ -127,7 +127,7 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
             assert deployment.wait_for_run(DAG_ID, run_id) == "success", deployment.task_instances(DAG_ID, run_id)
             for repeat in range(repeats):
                 newest = add_an_hour(server, newest, 3 * repeat)
-                before = stored_plays(database)
+                before = deployment.raw_plays()
                 results["cli"].append(timed([PYTHON, "-m", "pipelines", "run"], cli_env, log))
                 newest = add_an_hour(server, newest, 3 * repeat + 1)
                 started = time.perf_counter()
@@ -135,7 +135,7 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
                 state = deployment.wait_for_run(DAG_ID, run_id)
                 results["scheduler"].append(time.perf_counter() - started)
                 # each run loaded its hour of plays: the same work on both sides
-                assert stored_plays(database) == before + 24, (before, stored_plays(database))
+                assert deployment.raw_plays() == before + 24, (before, deployment.raw_plays())
                 results["ratio"].append(results["scheduler"][-1] / results["cli"][-1])
                 assert state == "success", [ti for ti in deployment.task_instances(DAG_ID, run_id)]
                 tis = deployment.task_instances(DAG_ID, run_id)
@@ -158,16 +158,6 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
 
 def deployment_airflow() -> str:
     return str(Path(PYTHON).parent / "airflow")
-
-
-def stored_plays(database: DatabaseUrl) -> int:
-    conn = database.connect()
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("select count(*) from raw.recently_played")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def main() -> None:

@@ -246,6 +246,16 @@ class AirflowDeployment:
             time.sleep(1)
         raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f} s")
 
+    def raw_plays(self) -> int:
+        """Plays stored in the pipeline database's `raw.recently_played`: what the loads have written so far."""
+        conn = self.pipeline_db.connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("select count(*) from raw.recently_played")
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})[
             "task_instances"
