@@ -135,7 +135,8 @@ def measure(design: str, admin: DatabaseUrl, repeats: int, work: Path, *, dags_t
                 state = deployment.wait_for_run(DAG_ID, run_id)
                 results["scheduler"].append(time.perf_counter() - started)
                 # each run loaded its hour of plays: the same work on both sides
-                assert deployment.raw_plays() == before + 24, (before, deployment.raw_plays())
+                after = deployment.raw_plays()
+                assert after == before + 24, (before, after)
                 results["ratio"].append(results["scheduler"][-1] / results["cli"][-1])
                 assert state == "success", [ti for ti in deployment.task_instances(DAG_ID, run_id)]
                 tis = deployment.task_instances(DAG_ID, run_id)
